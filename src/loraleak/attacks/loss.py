@@ -1,0 +1,8 @@
+"""LOSS (Yeom et al., CSF 2018): members have lower loss. Score = -mean token NLL."""
+
+from .registry import scalar_attack
+
+
+@scalar_attack("loss", citation="Yeom et al., Privacy Risk in Machine Learning, CSF 2018")
+def loss(stats):
+    return -stats.nll()

@@ -1,0 +1,87 @@
+"""What an attack is, the registry of attacks by name, and the pre-trained-calibration combinator.
+
+Convention for every attack: a higher score means "more likely a member".
+An attack reads `evidence`, a mapping from model role ("target" = base + adapter, "pretrained" =
+the same model with the adapter disabled) to that model's TokenStats over the target samples.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+FAMILIES = ("reference-free", "pretrained-reference", "reference-model", "shadow", "label-only")
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    family: str  # one of FAMILIES
+    access: tuple  # what the attacker needs: "logits", "gradients", "weights", "generation"
+    citation: str
+    fn: Callable  # scalar attacks: fn(stats, **params); others: fn(evidence, **params)
+    defaults: dict = field(default_factory=dict)
+    scalar: bool = True  # reads one model's statistics, so it can be calibrated by another model
+    roles: tuple = ("target",)  # model roles whose statistics it reads
+    note: str = ""  # departures from the paper, if any
+
+    def __call__(self, evidence: dict, **params) -> np.ndarray:
+        kwargs = {**self.defaults, **params}
+        scores = self.fn(evidence["target"], **kwargs) if self.scalar else self.fn(evidence, **kwargs)
+        return np.asarray(scores, dtype=np.float64)
+
+
+def calibrated_by_pretrained(attack: Attack) -> Attack:
+    """score(M_ft, x) - score(M_pt, x): the public pre-trained model as a free reference model."""
+    if not attack.scalar:
+        raise ValueError(f"attack '{attack.name}' does not score one model, so it cannot be calibrated")
+
+    def fn(evidence, **params):
+        return attack.fn(evidence["target"], **params) - attack.fn(evidence["pretrained"], **params)
+
+    return replace(attack, name=f"{attack.name}-pt", family="pretrained-reference", fn=fn, scalar=False,
+                   roles=("target", "pretrained"),
+                   citation=f"{attack.citation}; calibrated by the pre-trained model (LoRA-Leak)")
+
+
+ATTACKS: dict[str, Attack] = {}
+PRESETS: dict[str, Callable[[], list[str]]] = {
+    "all": lambda: list(ATTACKS),
+    "fast": lambda: [a.name for a in ATTACKS.values() if set(a.access) <= {"logits"}],
+}
+
+
+def register(attack: Attack, calibrate: bool = True) -> Attack:
+    """Add `attack` (and, for scalar attacks, its `-pt` calibrated variant) to the registry."""
+    for a in [attack] + ([calibrated_by_pretrained(attack)] if calibrate and attack.scalar else []):
+        if a.name in ATTACKS:
+            raise ValueError(f"attack '{a.name}' is registered twice")
+        ATTACKS[a.name] = a
+    return attack
+
+
+def scalar_attack(name: str, citation: str, access=("logits",), note: str = "", **defaults):
+    """Decorator: register fn(stats, **params) -> scores as a reference-free attack plus its -pt variant."""
+    def deco(fn):
+        register(Attack(name=name, family="reference-free", access=tuple(access), citation=citation, fn=fn,
+                        defaults=defaults, note=note))
+        return fn
+    return deco
+
+
+def resolve(names) -> list[Attack]:
+    """Attack names and presets -> attacks, in the order given, each once."""
+    out: dict[str, Attack] = {}
+    for name in names:
+        if name in PRESETS:
+            out.update({n: ATTACKS[n] for n in PRESETS[name]()})
+        elif name in ATTACKS:
+            out[name] = ATTACKS[name]
+        else:
+            near = difflib.get_close_matches(name, list(ATTACKS) + list(PRESETS), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise KeyError(f"unknown attack '{name}'{hint} (list them with `loraleak attacks`)")
+    return list(out.values())

@@ -1,0 +1,39 @@
+"""Tokenize examples once, the same way for fine-tuning and scoring.
+
+Plain text, no chat template: prompt tokens (with the tokenizer's own special prefix, e.g. BOS),
+then response tokens, then EOS. Prompt and response are tokenized separately so the boundary
+between them is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROMPT_TAIL = 8  # a prompt over its cap keeps its head and its last tokens (the cue before the response)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    response_start: list[int]  # index of the first response token in each sequence
+    truncated: int  # how many examples were cut to the caps
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_examples(examples, tokenizer, max_prompt_tokens: int, max_response_tokens: int) -> Encoded:
+    prompts = tokenizer([ex.prompt for ex in examples], add_special_tokens=True)["input_ids"]
+    responses = tokenizer([ex.response for ex in examples], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids, starts, truncated = [], [], 0
+    for p, r in zip(prompts, responses):
+        cut = len(p) > max_prompt_tokens or len(r) > max_response_tokens
+        truncated += cut
+        if len(p) > max_prompt_tokens:
+            tail = min(PROMPT_TAIL, max_prompt_tokens // 2)
+            p = p[:max_prompt_tokens - tail] + p[len(p) - tail:]
+        seq = p + r[:max_response_tokens] + [eos]
+        ids.append(seq)
+        starts.append(len(p))
+    return Encoded(ids, starts, truncated)

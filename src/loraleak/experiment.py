@@ -1,0 +1,142 @@
+"""One experiment: model -> data split -> LoRA fine-tune -> token statistics -> attacks -> metrics -> report.
+
+Each expensive stage leaves its product in the output directory with a fingerprint of the config
+sections it depends on (`stages.json`); a re-run with the same inputs reuses it, so an interrupted
+or extended run (say, more attacks) never recomputes what it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, report
+from .attacks import resolve
+from .config import Config
+from .data import TASKS, TaskError, dedup, encode_examples, load_task, make_split, write_manifest
+from .finetune import attach_lora, load_adapter, save_adapter, train_lora
+from .metrics import evaluate
+from .models import load_model
+from .scoring import TokenStats, adapter_disabled, scored_starts, token_stats
+
+STAGE_SECTIONS = {
+    "adapter": ("model", "task", "split", "lora", "train"),
+    "stats": ("model", "task", "split", "lora", "train", "scoring"),
+}
+
+
+class Stages:
+    """Fingerprints of finished stages, persisted in OUT/stages.json."""
+
+    def __init__(self, out: Path, cfg: Config):
+        self.path, self.cfg = out / "stages.json", cfg
+        self.done = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def fresh(self, stage: str) -> bool:
+        return self.done.get(stage) == self.cfg.fingerprint(*STAGE_SECTIONS[stage])
+
+    def mark(self, stage: str) -> None:
+        self.done[stage] = self.cfg.fingerprint(*STAGE_SECTIONS[stage])
+        self.path.write_text(json.dumps(self.done, indent=2))
+
+    def forget(self, stage: str) -> None:
+        self.done.pop(stage, None)
+        self.path.write_text(json.dumps(self.done, indent=2))
+
+
+def run(cfg: Config, progress: bool = True, echo=print) -> dict:
+    attacks = resolve(cfg.attacks)  # fail on a bad name before any heavy work
+    if cfg.task.name not in TASKS:
+        raise TaskError(f"unknown task '{cfg.task.name}'; registered tasks: {', '.join(sorted(TASKS))}")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages, timings = Stages(out, cfg), {}
+
+    @contextmanager
+    def timed(name):
+        t0 = time.perf_counter()
+        yield
+        timings[name] = round(time.perf_counter() - t0, 3)
+
+    with timed("load_model"):
+        model, tok = load_model(cfg.model.name, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
+                                allow_pickle=cfg.model.allow_pickle)
+    with timed("data"):
+        examples, duplicates = dedup(load_task(cfg.task.name))
+        split = make_split(examples, cfg.split.members, cfg.split.nonmembers, cfg.split.population,
+                           cfg.split.seed, cfg.task.name)
+        write_manifest(split, out / "manifest.jsonl")
+        caps = (cfg.task.max_prompt_tokens, cfg.task.max_response_tokens)
+        members = encode_examples(split.members, tok, *caps)
+        targets = encode_examples(split.targets, tok, *caps)
+    pad_id = tok.pad_token_id
+
+    adapter_dir = out / "adapter"
+    with timed("finetune"):
+        if stages.fresh("adapter"):
+            echo(f"[loraleak] reusing the adapter in {adapter_dir}")
+            peft_model = load_adapter(model, adapter_dir)
+            train_log = [json.loads(line) for line in open(adapter_dir / "train_log.jsonl")]
+        else:
+            stages.forget("stats")
+            peft_model = attach_lora(model, cfg.lora, cfg.train.seed)
+            train_log = train_lora(peft_model, members, cfg.train, pad_id, progress)
+            save_adapter(peft_model, adapter_dir, train_log)
+            write_manifest(split, adapter_dir / "manifest.jsonl")
+            stages.mark("adapter")
+
+    stats_dir = out / "stats"
+    with timed("scoring"):
+        if stages.fresh("stats"):
+            echo(f"[loraleak] reusing token statistics in {stats_dir}")
+            evidence = {role: TokenStats.load(stats_dir / f"{role}.npz") for role in ("target", "pretrained")}
+        else:
+            starts = scored_starts(targets, cfg.scoring.tokens)
+            args = dict(encoded=targets, starts=starts, batch_size=cfg.scoring.batch_size, pad_id=pad_id,
+                        progress=progress)
+            evidence = {"target": token_stats(peft_model, desc="score fine-tuned", **args)}
+            with adapter_disabled(peft_model):
+                evidence["pretrained"] = token_stats(peft_model, desc="score pre-trained", **args)
+            stats_dir.mkdir(exist_ok=True)
+            for role, st in evidence.items():
+                st.save(stats_dir / f"{role}.npz")
+            stages.mark("stats")
+
+    labels = split.labels
+    with timed("attacks"):
+        scores = {a.name: a(evidence) for a in attacks}
+    with timed("metrics"):
+        attack_metrics = {name: evaluate(labels, s, cfg.eval.bootstrap, cfg.eval.confidence, cfg.eval.seed)
+                          for name, s in scores.items()}
+
+    results = {
+        "loraleak_version": __version__,
+        "config": cfg.to_dict(),
+        "split": {**split.sizes(), "pool_after_dedup": len(examples), "duplicates_dropped": duplicates,
+                  "members_truncated": members.truncated, "targets_truncated": targets.truncated,
+                  "scored_tokens_per_sample": float(np.mean(evidence["target"].counts))},
+        "training": {"steps": len(train_log), "first_loss": train_log[0]["loss"] if train_log else None,
+                     "final_loss": train_log[-1]["loss"] if train_log else None},
+        "attacks": {a.name: {**attack_metrics[a.name], "family": a.family, "citation": a.citation}
+                    for a in attacks},
+        "environment": environment(),
+        "timings_s": timings,
+    }
+    report.write(out, results, report.scores_frame([ex.id for ex in split.targets], labels, scores),
+                 report.roc_frame(labels, scores))
+    return results
+
+
+def environment() -> dict:
+    import peft
+    import transformers
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "torch_threads": torch.get_num_threads()}

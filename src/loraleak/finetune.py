@@ -1,0 +1,91 @@
+"""LoRA fine-tuning with PEFT on the member set: a plain, seeded training loop.
+
+No HF Trainer: a loop this short is easier to read, deterministic on CPU under a seed, and
+GGUF-derived models (plain tensors after our conversion) train in it like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from tqdm.auto import tqdm
+
+from .config import LoraConfig, TrainConfig
+from .data import Encoded
+
+
+def attach_lora(model, lora: LoraConfig, seed: int) -> PeftModel:
+    """Wrap `model` in a PeftModel with a fresh adapter; initialisation (A random, B = 0) is seeded."""
+    torch.manual_seed(seed)
+    cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ValueError(f"lora.target_modules {list(lora.target_modules)} do not fit this model: {e}") from None
+
+
+def collate(encoded: Encoded, idx, pad_id: int, loss_on: str = "response"):
+    """Right-padded batch; labels are -100 on padding and, with loss_on='response', on the prompt."""
+    seqs = [encoded.input_ids[i] for i in idx]
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    labels = torch.full((len(seqs), T), -100, dtype=torch.long)
+    for row, (i, seq) in enumerate(zip(idx, seqs)):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+        start = encoded.response_start[i] if loss_on == "response" else 1
+        labels[row, start:len(seq)] = ids[row, start:len(seq)]
+    return ids, mask, labels
+
+
+def train_lora(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, pad_id: int,
+               progress: bool = True) -> list[dict]:
+    """Train the adapter of `peft_model` in place on `encoded`; return the per-step log."""
+    torch.manual_seed(train.seed)  # dropout masks
+    order_rng = np.random.default_rng(train.seed)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    steps_per_epoch = -(-len(encoded) // train.batch_size)
+    total = steps_per_epoch * train.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total)  # linear decay to 0
+    log, step = [], 0
+    peft_model.train()
+    bar = tqdm(total=total, desc="fine-tune", disable=not progress, unit="step")
+    for epoch in range(train.epochs):
+        order = order_rng.permutation(len(encoded))
+        for b in range(steps_per_epoch):
+            ids, mask, labels = collate(encoded, order[b * train.batch_size:(b + 1) * train.batch_size],
+                                        pad_id, train.loss_on)
+            loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
+                                         f"lower train.lr (now {train.lr}) or use model.dtype: float32")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            log.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+            sched.step()
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    peft_model.eval()
+    return log
+
+
+def save_adapter(peft_model: PeftModel, out: Path, log: list[dict]) -> None:
+    """Standard PEFT layout (adapter_config.json, adapter_model.safetensors) plus the training log."""
+    peft_model.save_pretrained(str(out), safe_serialization=True)
+    with open(out / "train_log.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in log)
+
+
+def load_adapter(model, adapter_dir: Path) -> PeftModel:
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)

@@ -1,0 +1,80 @@
+"""Membership-inference metrics as pure functions of (labels, scores); ROC from scikit-learn.
+
+labels: 1 = member, 0 = non-member. scores: higher = more likely member.
+TPR at FPR a is the highest TPR among ROC points with FPR <= a (as in Carlini et al., S&P 2022).
+With n non-members the smallest non-zero FPR is 1/n, so below that TPR@a is the TPR at zero
+false positives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+FPR_LEVELS = (0.01, 0.001)
+
+
+def _check(labels, scores):
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are not finite")
+    if len(np.unique(labels)) != 2:
+        raise ValueError("need both members (1) and non-members (0)")
+    return labels, scores
+
+
+def roc(labels, scores):
+    """(fpr, tpr, thresholds), all thresholds kept so the curve can be redrawn exactly."""
+    labels, scores = _check(labels, scores)
+    return roc_curve(labels, scores, drop_intermediate=False)
+
+
+def auc(labels, scores) -> float:
+    return float(roc_auc_score(*_check(labels, scores)))
+
+
+def _tpr_at(fpr, tpr, fpr_max: float) -> float:
+    return float(tpr[fpr <= fpr_max].max())  # roc_curve always includes (0, 0), so never empty
+
+
+def _best_balanced_accuracy(fpr, tpr) -> float:
+    return float(((tpr + 1 - fpr) / 2).max())
+
+
+def tpr_at_fpr(labels, scores, fpr_max: float) -> float:
+    return _tpr_at(*roc(labels, scores)[:2], fpr_max)
+
+
+def best_balanced_accuracy(labels, scores) -> float:
+    """max over thresholds of (TPR + TNR) / 2."""
+    return _best_balanced_accuracy(*roc(labels, scores)[:2])
+
+
+def summary(labels, scores) -> dict:
+    fpr, tpr, _ = roc(labels, scores)  # one ROC for every number
+    out = {"auc": auc(labels, scores)}
+    out.update({f"tpr@{a:g}fpr": _tpr_at(fpr, tpr, a) for a in FPR_LEVELS})
+    out["best_balanced_accuracy"] = _best_balanced_accuracy(fpr, tpr)
+    return out
+
+
+def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, seed: int = 0) -> dict:
+    """`summary` plus percentile-bootstrap confidence intervals (members and non-members resampled
+    separately, so every resample keeps the class sizes)."""
+    labels, scores = _check(labels, scores)
+    point = summary(labels, scores)
+    out = dict(point)
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        draws = {k: [] for k in point}
+        for _ in range(bootstrap):
+            idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+            for k, v in summary(labels[idx], scores[idx]).items():
+                draws[k].append(v)
+        lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+        out["ci"] = {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in draws.items()}
+        out["ci_level"] = confidence
+    return out

@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from helpers import tiny_config
+
+from loraleak.cli import main
+from loraleak.data import TaskError, read_manifest
+from loraleak.experiment import run
+
+OVERFIT = dict(lora={"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj"]},
+               train={"epochs": 60, "lr": 0.01, "batch_size": 8})  # memorises the 16 members (loss ~0.3)
+
+
+def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
+    cfg = tiny_config(tmp_path, **OVERFIT)
+    res = run(cfg, progress=False, echo=lambda *_: None)
+    assert res["training"]["final_loss"] < 0.5 * res["training"]["first_loss"]
+    assert res["attacks"]["loss"]["auc"] > 0.9  # the pipeline can detect membership
+    out = tmp_path / "run"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
+    assert set(saved["attacks"]) == {"loss", "loss-pt"} and "ci" in saved["attacks"]["loss"]
+    scores = pd.read_csv(out / "scores.csv")
+    assert list(scores.columns) == ["id", "split", "loss", "loss-pt"] and len(scores) == 32
+    manifest = read_manifest(out / "manifest.jsonl")
+    member_ids = {r["id"] for r in manifest if r["split"] == "member"}
+    assert set(scores.loc[scores.split == "member", "id"]) == member_ids
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert len((out / "adapter" / "train_log.jsonl").read_text().splitlines()) == 120
+    assert (out / "roc.png").stat().st_size > 0 and (out / "roc.csv").is_file()
+
+
+def test_same_config_and_seed_give_the_same_adapter_and_scores(tmp_path):
+    a = tiny_config(tmp_path / "a")
+    b = tiny_config(tmp_path / "b")
+    run(a, progress=False, echo=lambda *_: None)
+    run(b, progress=False, echo=lambda *_: None)
+    ad = lambda c: (tmp_path / c / "run" / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert ad("a") == ad("b")
+    sa, sb = (pd.read_csv(tmp_path / c / "run" / "scores.csv") for c in "ab")
+    pd.testing.assert_frame_equal(sa, sb)
+    c = tiny_config(tmp_path / "c", train={"seed": 1})
+    run(c, progress=False, echo=lambda *_: None)
+    assert ad("c") != ad("a")
+
+
+def test_rerun_reuses_finished_stages(tmp_path):
+    cfg = tiny_config(tmp_path)
+    first = run(cfg, progress=False, echo=lambda *_: None)
+    said = []
+    cfg.eval.bootstrap = 0  # eval is not an input of the cached stages
+    second = run(cfg, progress=False, echo=said.append)
+    assert any("reusing the adapter" in s for s in said) and any("reusing token statistics" in s for s in said)
+    assert second["attacks"]["loss"]["auc"] == first["attacks"]["loss"]["auc"]
+    said.clear()
+    cfg.train.lr = 0.02  # a training input changed: retrain and rescore
+    run(cfg, progress=False, echo=said.append)
+    assert not said
+
+
+def test_too_few_examples_and_unknown_attack_fail_before_training(tmp_path):
+    with pytest.raises(TaskError, match="yields 80 examples after deduplication"):
+        run(tiny_config(tmp_path, split={"members": 50, "nonmembers": 50}), progress=False)
+    with pytest.raises(KeyError, match="unknown attack 'nope'"):
+        run(tiny_config(tmp_path, attacks=["nope"]), progress=False)
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_cli_run_prints_the_table_and_reports_bad_input(tmp_path, capsys):
+    cfg = tiny_config(tmp_path).to_dict()
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--config", str(path), "--no-progress", "--set", "eval.bootstrap=0"]) == 0
+    out = capsys.readouterr().out
+    assert "TPR@1%FPR" in out and "loss-pt" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: no-such-model}\ntask: {name: toy}\n")
+    assert main(["run", "--config", str(bad), "--no-progress"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    bad.write_text("task: {name: toy}\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "missing required key 'model'" in capsys.readouterr().err

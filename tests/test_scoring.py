@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+from helpers import toy_examples
+
+from loraleak.attacks import resolve
+from loraleak.config import LoraConfig
+from loraleak.data import encode_examples
+from loraleak.finetune import attach_lora
+from loraleak.metrics import auc
+from loraleak.models import load_model
+from loraleak.scoring import adapter_disabled, scored_starts, token_stats
+
+
+def encoded_toy(tok, n=7):
+    ex = toy_examples(n)
+    ex = [type(e)(e.id, e.prompt * (1 + i % 3), e.response) for i, e in enumerate(ex)]  # ragged lengths
+    return encode_examples(ex, tok, 64, 32)
+
+
+def plain_stats(model, seq, start):
+    """Per-sample re-computation: one unpadded sequence, full softmax in float64."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([seq])).logits[0].double()
+    logp = torch.log_softmax(logits, -1).numpy()
+    rows = logp[start - 1:len(seq) - 1]
+    lp = rows[np.arange(len(rows)), seq[start:]]
+    p = np.exp(rows)
+    mean = (p * rows).sum(-1)
+    var = (p * (rows - mean[:, None]) ** 2).sum(-1)
+    return lp, mean, var
+
+
+@pytest.mark.parametrize("tokens", ["response", "full"])
+def test_batched_statistics_equal_per_sample_recomputation(tiny, tokens):
+    model, tok = tiny
+    enc = encoded_toy(tok)
+    starts = scored_starts(enc, tokens)
+    stats = token_stats(model, enc, starts, batch_size=3, pad_id=tok.pad_token_id, progress=False)
+    assert len(stats) == len(enc)
+    for i, (seq, s) in enumerate(zip(enc.input_ids, starts)):
+        lp, mean, var = plain_stats(model, seq, s)
+        sl = slice(stats.offsets[i], stats.offsets[i + 1])
+        np.testing.assert_allclose(stats.logprob[sl], lp, atol=2e-5)
+        np.testing.assert_allclose(stats.mean[sl], mean, atol=2e-5)
+        np.testing.assert_allclose(stats.var[sl], var, atol=2e-4, rtol=1e-4)
+        assert stats.nll()[i] == pytest.approx(-lp.mean(), abs=2e-5)
+
+
+def test_adapter_disabled_logits_equal_a_freshly_loaded_base_model(tiny):
+    model, tok = tiny
+    peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained-looking adapter, so it changes the logits
+    ids = torch.tensor([encoded_toy(tok, 1).input_ids[0]])
+    fresh, _ = load_model("tiny-llama", "float32")
+    with torch.no_grad():
+        base_logits = fresh(input_ids=ids).logits
+        assert not torch.allclose(peft_model(input_ids=ids).logits, base_logits, atol=1e-3)
+        with adapter_disabled(peft_model):
+            assert torch.equal(peft_model(input_ids=ids).logits, base_logits)
+
+
+def test_at_lora_initialisation_calibrated_scores_are_zero_and_auc_is_half(tiny):
+    model, tok = tiny
+    peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)  # B = 0: adapter is a no-op
+    enc = encoded_toy(tok, 10)
+    starts = scored_starts(enc, "response")
+    target = token_stats(peft_model, enc, starts, batch_size=4, progress=False)
+    with adapter_disabled(peft_model):
+        pretrained = token_stats(peft_model, enc, starts, batch_size=4, progress=False)
+    np.testing.assert_array_equal(target.logprob, pretrained.logprob)
+    labels = np.r_[np.ones(5), np.zeros(5)]
+    for attack in resolve(["all"]):
+        if attack.family == "pretrained-reference":
+            scores = attack({"target": target, "pretrained": pretrained})
+            assert np.all(scores == 0) and auc(labels, scores) == 0.5
+
+
+def test_stats_round_trip(tmp_path, tiny):
+    model, tok = tiny
+    enc = encoded_toy(tok, 4)
+    stats = token_stats(model, enc, scored_starts(enc, "full"), progress=False)
+    stats.save(tmp_path / "s.npz")
+    back = type(stats).load(tmp_path / "s.npz")
+    for k in ("logprob", "mean", "var", "offsets"):
+        np.testing.assert_array_equal(getattr(stats, k), getattr(back, k))
