@@ -16,7 +16,7 @@ from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
 from .config import LoraConfig, TrainConfig
-from .data import Encoded
+from .data import Encoded, right_pad
 
 
 def attach_lora(model, lora: LoraConfig, seed: int) -> PeftModel:
@@ -33,13 +33,9 @@ def attach_lora(model, lora: LoraConfig, seed: int) -> PeftModel:
 def collate(encoded: Encoded, idx, pad_id: int, loss_on: str = "response"):
     """Right-padded batch; labels are -100 on padding and, with loss_on='response', on the prompt."""
     seqs = [encoded.input_ids[i] for i in idx]
-    T = max(map(len, seqs))
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    labels = torch.full((len(seqs), T), -100, dtype=torch.long)
+    ids, mask = right_pad(seqs, pad_id)
+    labels = torch.full_like(ids, -100)
     for row, (i, seq) in enumerate(zip(idx, seqs)):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
         start = encoded.response_start[i] if loss_on == "response" else 1
         labels[row, start:len(seq)] = ids[row, start:len(seq)]
     return ids, mask, labels

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import Encoded
+from .data import Encoded, right_pad
 
 
 @dataclass
@@ -78,12 +78,7 @@ def token_stats(model, encoded: Encoded, starts: list[int], batch_size: int = 16
     for b in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
         idx = order[b:b + batch_size]
         seqs = [encoded.input_ids[i] for i in idx]
-        T = max(map(len, seqs))
-        ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), T), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+        ids, mask = right_pad(seqs, pad_id)
         logits = model(input_ids=ids, attention_mask=mask).logits
         for row, i in enumerate(idx):
             L, s = len(seqs[row]), starts[i]

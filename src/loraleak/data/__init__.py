@@ -1,9 +1,9 @@
 """Tasks turn raw records into prompt/response examples; `split` makes the member / non-member /
 population split and its manifest; `encoding` tokenizes examples for training and scoring."""
 
-from .encoding import Encoded, encode_examples
+from .encoding import Encoded, encode_examples, right_pad
 from .split import Split, dedup, make_split, read_manifest, write_manifest
 from .tasks import TASKS, Example, TaskError, load_task, register_task
 
-__all__ = ["Encoded", "encode_examples", "Split", "dedup", "make_split", "read_manifest", "write_manifest",
-           "TASKS", "Example", "TaskError", "load_task", "register_task"]
+__all__ = ["Encoded", "encode_examples", "right_pad", "Split", "dedup", "make_split", "read_manifest",
+           "write_manifest", "TASKS", "Example", "TaskError", "load_task", "register_task"]

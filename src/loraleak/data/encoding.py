@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 PROMPT_TAIL = 8  # a prompt over its cap keeps its head and its last tokens (the cue before the response)
 
 
@@ -37,3 +39,15 @@ def encode_examples(examples, tokenizer, max_prompt_tokens: int, max_response_to
         ids.append(seq)
         starts.append(len(p))
     return Encoded(ids, starts, truncated)
+
+
+def right_pad(seqs: list[list[int]], pad_id: int):
+    """(input_ids, attention_mask) for a batch, padded on the right. Causal attention never lets a real
+    token see the padding after it, so positions and results match the unpadded sequence."""
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+    return ids, mask
