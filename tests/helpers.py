@@ -9,7 +9,7 @@ from loraleak.data import Example
 def toy_examples(n: int = 80, seed: int = 0) -> list[Example]:
     """Short random 'key -> value' records: members and non-members from one distribution."""
     rng = random.Random(seed)
-    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+    words = ["Alpha", "beta", "Gamma", "delta", "OMEGA", "sigma", "Kappa", "theta"]  # mixed case: Lowercase has work
     out = []
     for i in range(n):
         key = "".join(rng.choice(string.ascii_lowercase) for _ in range(6))

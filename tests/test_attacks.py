@@ -1,29 +1,159 @@
+"""Every attack's fast path against a plain per-sample re-computation of its formula.
+
+The plain side shares no code with loraleak's scoring or attacks: one unpadded sequence at a time,
+a full float64 softmax, the paper's formula written out. The fast side runs batched (batch 5 over
+samples of mixed lengths, so padding is exercised) through `Evidence`.
+"""
+
+import zlib
+from collections import Counter
+
 import numpy as np
 import pytest
+import torch
+from helpers import toy_examples
 
 from loraleak.attacks import ATTACKS, FAMILIES, calibrated_by_pretrained, resolve
-from loraleak.scoring import TokenStats
+from loraleak.config import LoraConfig
+from loraleak.data import Example, encode_examples
+from loraleak.finetune import attach_lora
+from loraleak.metrics import auc
+from loraleak.models import load_model
+from loraleak.scoring import Evidence
 
 
-def ragged(rng, counts):
-    n = sum(counts)
-    lp = -rng.exponential(size=n).astype(np.float32)
-    return TokenStats(lp, lp - 1, np.ones(n, np.float32), np.r_[0, np.cumsum(counts)])
+def mixed_length_examples():
+    ex = toy_examples(16)
+    return [Example(e.id, e.prompt * (1 + i % 3), e.response + " Data" * (i % 4)) for i, e in enumerate(ex)]
 
 
-def test_loss_follows_its_formula_per_sample():
-    rng = np.random.default_rng(0)
-    stats = ragged(rng, [3, 7, 1, 5])
-    expected = [-(-seg).mean() for seg in stats.per_sample(stats.logprob)]  # -(mean NLL)
-    np.testing.assert_allclose(ATTACKS["loss"]({"target": stats}), expected, rtol=1e-6)
+def make_evidence(randomise_adapter: bool):
+    model, tok = load_model("tiny-llama", "float32")
+    peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)
+    if randomise_adapter:  # a "trained" adapter: target and pre-trained models differ
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    examples = mixed_length_examples()
+    ev = Evidence(peft_model, tok, examples[:12], encode=lambda exs: encode_examples(exs, tok, 64, 64),
+                  batch_size=5, population=examples[12:], progress=False)
+    return ev, peft_model, tok, examples
 
 
-def test_calibration_is_score_on_target_minus_score_on_pretrained():
-    rng = np.random.default_rng(1)
-    ft, pt = ragged(rng, [4, 4, 4]), ragged(rng, [4, 4, 4])
-    ev = {"target": ft, "pretrained": pt}
-    np.testing.assert_allclose(ATTACKS["loss-pt"](ev), pt.nll() - ft.nll(), rtol=1e-6)  # NLL_pt - NLL_ft
-    assert ATTACKS["loss-pt"].family == "pretrained-reference"
+@pytest.fixture(scope="module")
+def setup():
+    return make_evidence(randomise_adapter=True)
+
+
+# ---- plain re-computation ----------------------------------------------------------------------
+
+def plain_ids(tok, prompt, response):
+    p = tok(prompt).input_ids
+    return p + tok(response, add_special_tokens=False).input_ids + [tok.eos_token_id], len(p)
+
+
+def plain_positions(model, ids, start, pretrained):
+    """float64 log-softmax rows predicting tokens ids[start:], from one unpadded forward pass."""
+    with torch.no_grad():
+        if pretrained:
+            with model.disable_adapter():
+                logits = model(input_ids=torch.tensor([ids])).logits[0]
+        else:
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+    rows = torch.log_softmax(logits.double(), -1).numpy()[start - 1:len(ids) - 1]
+    return rows, np.array(ids[start:])
+
+
+def plain_token_lp(model, ids, start, pretrained):
+    rows, targets = plain_positions(model, ids, start, pretrained)
+    return rows[np.arange(len(targets)), targets]
+
+
+def lowest_mean(v, k):
+    return float(np.mean(sorted(v)[:max(1, int(len(v) * k))]))
+
+
+def plain_score(name, model, tok, examples, population, ex, pretrained):
+    ids, s = plain_ids(tok, ex.prompt, ex.response)
+    lp = plain_token_lp(model, ids, s, pretrained)
+    nll = -lp.mean()
+    if name == "loss":
+        return -nll
+    if name == "zlib":
+        text = tok.decode(ids[s:], skip_special_tokens=True)
+        return -nll / len(zlib.compress(text.encode()))
+    if name == "lowercase":
+        lids, ls = plain_ids(tok, ex.prompt.lower(), ex.response.lower())
+        return -plain_token_lp(model, lids, ls, pretrained).mean() / nll
+    if name == "min-k":
+        return lowest_mean(lp, 0.2)
+    if name == "min-k++":
+        rows, targets = plain_positions(model, ids, s, pretrained)
+        p = np.exp(rows)
+        mu = (p * rows).sum(1)
+        sigma = np.sqrt((p * (rows - mu[:, None]) ** 2).sum(1))
+        z = (rows[np.arange(len(targets)), targets] - mu) / sigma
+        return lowest_mean(z, 0.2)
+    if name == "recall":
+        prefix = [t for e in population[:3] for t in plain_ids(tok, e.prompt, e.response)[0]]
+        cond = plain_token_lp(model, prefix + ids, len(prefix) + s, pretrained)
+        return -cond.mean() / nll
+    if name == "dc-pdd":
+        counts = Counter(t for e in population for t in plain_ids(tok, e.prompt, e.response)[0])
+        total, vocab = sum(counts.values()), len(tok)
+        seen, alphas = set(), []
+        for t, l in zip(ids[s:], lp):
+            if t in seen:
+                continue
+            seen.add(t)
+            f = (counts[t] + 1) / (total + vocab)
+            alphas.append(min(np.exp(l) * np.log(1 / f), 0.01))
+        return float(np.mean(alphas))
+    raise KeyError(name)
+
+
+BASE_ATTACKS = ["loss", "zlib", "lowercase", "min-k", "min-k++", "recall", "dc-pdd"]
+
+
+@pytest.mark.parametrize("name", BASE_ATTACKS)
+def test_fast_path_matches_plain_recomputation(setup, name):
+    ev, model, tok, examples = setup
+    targets, population = examples[:12], examples[12:]
+    plain = lambda pre: np.array([plain_score(name, model, tok, examples, population, ex, pre) for ex in targets])
+    ft, pt = plain(False), plain(True)
+    np.testing.assert_allclose(ATTACKS[name](ev), ft, rtol=1e-5, atol=1e-7)
+    # a difference of two terms is as exact as the terms: 1e-5 of their size (fp32 forward)
+    np.testing.assert_allclose(ATTACKS[f"{name}-pt"](ev), ft - pt, rtol=1e-5, atol=1e-5 * np.abs(ft).max())
+
+
+def test_every_registered_attack_is_checked_here():
+    scalar = {a.name for a in ATTACKS.values() if a.scalar}
+    assert scalar == set(BASE_ATTACKS)
+    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar}
+
+
+def test_at_lora_initialisation_every_pt_score_is_zero():
+    ev, *_ = make_evidence(randomise_adapter=False)  # B = 0: the adapter is a no-op
+    labels = np.r_[np.ones(6), np.zeros(6)]
+    for attack in resolve(["all"]):
+        if attack.family == "pretrained-reference":
+            scores = attack(ev)
+            assert np.all(scores == 0), attack.name
+            assert auc(labels, scores) == 0.5
+
+
+def test_shared_passes_run_once(setup):
+    ev, *_ = setup
+    for name in ("loss", "min-k", "min-k++", "zlib", "dc-pdd", "loss-pt", "min-k-pt"):
+        ATTACKS[name](ev)
+    keys = [p["pass"] for p in ev.passes]
+    assert len(keys) == len(set(keys))  # no pass computed twice
+    assert {"target-original", "pretrained-original"} <= set(keys)
+
+
+def test_calibrating_a_calibrated_attack_is_refused():
     with pytest.raises(ValueError, match="cannot be calibrated"):
         calibrated_by_pretrained(ATTACKS["loss-pt"])
 

@@ -16,16 +16,23 @@ OVERFIT = dict(lora={"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj"
 
 
 def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
-    cfg = tiny_config(tmp_path, **OVERFIT)
+    cfg = tiny_config(tmp_path, attacks=["all"], **OVERFIT)
     res = run(cfg, progress=False, echo=lambda *_: None)
     assert res["training"]["final_loss"] < 0.5 * res["training"]["first_loss"]
     assert res["attacks"]["loss"]["auc"] > 0.9  # the pipeline can detect membership
+    for name, m in res["attacks"].items():
+        assert m["auc"] >= 0.8, name  # every attack sees an over-fitted adapter
+    # one pass per model over the original samples, one per model per variant: nothing twice
+    passes = [p["pass"] for p in res["forward_passes"]]
+    assert sorted(passes) == sorted(f"{role}-{v}" for role in ("target", "pretrained")
+                                    for v in ("original", "lowercase", "recall-prefix-shots=3"))
+    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference"}
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
-    assert set(saved["attacks"]) == {"loss", "loss-pt"} and "ci" in saved["attacks"]["loss"]
+    assert len(saved["attacks"]) == 14 and "ci" in saved["attacks"]["loss"]
     scores = pd.read_csv(out / "scores.csv")
-    assert list(scores.columns) == ["id", "split", "loss", "loss-pt"] and len(scores) == 32
+    assert list(scores.columns[:4]) == ["id", "split", "loss", "loss-pt"] and len(scores) == 32
     manifest = read_manifest(out / "manifest.jsonl")
     member_ids = {r["id"] for r in manifest if r["split"] == "member"}
     assert set(scores.loc[scores.split == "member", "id"]) == member_ids
@@ -33,6 +40,14 @@ def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert len((out / "adapter" / "train_log.jsonl").read_text().splitlines()) == 120
     assert (out / "roc.png").stat().st_size > 0 and (out / "roc.csv").is_file()
+
+
+def test_logit_only_attacks_add_no_forward_pass(tmp_path):
+    names = ["loss", "zlib", "min-k", "min-k++", "dc-pdd"]
+    res = run(tiny_config(tmp_path, attacks=names + [f"{n}-pt" for n in names]), progress=False,
+              echo=lambda *_: None)
+    assert [(p["pass"], p["samples"]) for p in res["forward_passes"]] == [("target-original", 32),
+                                                                          ("pretrained-original", 32)]
 
 
 def test_same_config_and_seed_give_the_same_adapter_and_scores(tmp_path):
@@ -69,6 +84,16 @@ def test_too_few_examples_and_unknown_attack_fail_before_training(tmp_path):
     with pytest.raises(KeyError, match="unknown attack 'nope'"):
         run(tiny_config(tmp_path, attacks=["nope"]), progress=False)
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_attack_missing_evidence_keeps_finished_work(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, split={"population": 2}, attacks=["loss", "recall"])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["run", "--config", str(path), "--no-progress"]) == 2
+    assert "ReCaLL needs 3 population examples" in capsys.readouterr().err
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "run" / "stats" / "target-original.npz").is_file()
 
 
 def test_cli_run_prints_the_table_and_reports_bad_input(tmp_path, capsys):

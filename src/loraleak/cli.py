@@ -26,7 +26,8 @@ def main(argv=None) -> int:
         from .config import ConfigError
         from .data import TaskError
         from .models import ModelError
-        if isinstance(e, (ConfigError, TaskError, ModelError, KeyError, FloatingPointError)):
+        from .scoring import EvidenceError
+        if isinstance(e, (ConfigError, TaskError, ModelError, EvidenceError, KeyError, FloatingPointError)):
             msg = e.args[0] if isinstance(e, KeyError) else str(e)
             print(f"loraleak: error: {msg}", file=sys.stderr)
             return 2
@@ -57,9 +58,15 @@ def cmd_run(args) -> int:
 
 def cmd_attacks(args) -> int:
     from .attacks import ATTACKS, PRESETS
-    print(f"{'name':<14} {'family':<22} {'access':<10} citation")
+    print(f"{'name':<14} {'family':<22} {'access':<10} {'extra passes':<15} defaults")
     for a in ATTACKS.values():
-        print(f"{a.name:<14} {a.family:<22} {','.join(a.access):<10} {a.citation}")
+        extra = ",".join(a.variants) or "-"
+        defaults = ", ".join(f"{k}={v}" for k, v in a.defaults.items()) or "-"
+        print(f"{a.name:<14} {a.family:<22} {','.join(a.access):<10} {extra:<15} {defaults}")
+    print("\ncitations:")
+    for a in ATTACKS.values():
+        if a.scalar:
+            print(f"  {a.name} (and {a.name}-pt): {a.citation}" + (f" [{a.note}]" if a.note else ""))
     print("\npresets: " + ", ".join(f"{p} ({len(f())})" for p, f in PRESETS.items()))
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from .data import TASKS, TaskError, dedup, encode_examples, load_task, make_spli
 from .finetune import attach_lora, load_adapter, save_adapter, train_lora
 from .metrics import evaluate
 from .models import load_model
-from .scoring import TokenStats, adapter_disabled, scored_starts, token_stats
+from .scoring import Evidence
 
 STAGE_SECTIONS = {
     "adapter": ("model", "task", "split", "lora", "train"),
@@ -75,7 +76,6 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
         write_manifest(split, out / "manifest.jsonl")
         caps = (cfg.task.max_prompt_tokens, cfg.task.max_response_tokens)
         members = encode_examples(split.members, tok, *caps)
-        targets = encode_examples(split.targets, tok, *caps)
     pad_id = tok.pad_token_id
 
     adapter_dir = out / "adapter"
@@ -93,39 +93,42 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
             stages.mark("adapter")
 
     stats_dir = out / "stats"
-    with timed("scoring"):
-        if stages.fresh("stats"):
-            echo(f"[loraleak] reusing token statistics in {stats_dir}")
-            evidence = {role: TokenStats.load(stats_dir / f"{role}.npz") for role in ("target", "pretrained")}
-        else:
-            starts = scored_starts(targets, cfg.scoring.tokens)
-            args = dict(encoded=targets, starts=starts, batch_size=cfg.scoring.batch_size, pad_id=pad_id,
-                        progress=progress)
-            evidence = {"target": token_stats(peft_model, desc="score fine-tuned", **args)}
-            with adapter_disabled(peft_model):
-                evidence["pretrained"] = token_stats(peft_model, desc="score pre-trained", **args)
-            stats_dir.mkdir(exist_ok=True)
-            for role, st in evidence.items():
-                st.save(stats_dir / f"{role}.npz")
-            stages.mark("stats")
+    if not stages.fresh("stats"):  # statistics of an older adapter or scoring setup: start afresh
+        shutil.rmtree(stats_dir, ignore_errors=True)
+        stages.mark("stats")
+    elif any(stats_dir.glob("*.npz")):
+        echo(f"[loraleak] reusing token statistics in {stats_dir}")
+    evidence = Evidence(peft_model, tok, split.targets, encode=lambda exs: encode_examples(exs, tok, *caps),
+                        tokens=cfg.scoring.tokens, batch_size=cfg.scoring.batch_size, population=split.population,
+                        cache_dir=stats_dir, progress=progress)
 
-    labels = split.labels
+    labels, scores, attack_time = split.labels, {}, {}
     with timed("attacks"):
-        scores = {a.name: a(evidence) for a in attacks}
+        for a in attacks:  # passes an attack triggers are timed with it; later attacks reuse them
+            t0 = time.perf_counter()
+            scores[a.name] = a(evidence)
+            attack_time[a.name] = round(time.perf_counter() - t0, 3)
     with timed("metrics"):
         attack_metrics = {name: evaluate(labels, s, cfg.eval.bootstrap, cfg.eval.confidence, cfg.eval.seed)
                           for name, s in scores.items()}
+    family_time: dict[str, float] = {}
+    for a in attacks:
+        family_time[a.family] = round(family_time.get(a.family, 0.0) + attack_time[a.name], 3)
+    target_stats = evidence.stats("target")
 
     results = {
         "loraleak_version": __version__,
         "config": cfg.to_dict(),
         "split": {**split.sizes(), "pool_after_dedup": len(examples), "duplicates_dropped": duplicates,
-                  "members_truncated": members.truncated, "targets_truncated": targets.truncated,
-                  "scored_tokens_per_sample": float(np.mean(evidence["target"].counts))},
+                  "members_truncated": members.truncated,
+                  "targets_truncated": evidence.encoded()[0].truncated,
+                  "scored_tokens_per_sample": float(np.mean(target_stats.counts))},
         "training": {"steps": len(train_log), "first_loss": train_log[0]["loss"] if train_log else None,
                      "final_loss": train_log[-1]["loss"] if train_log else None},
-        "attacks": {a.name: {**attack_metrics[a.name], "family": a.family, "citation": a.citation}
-                    for a in attacks},
+        "attacks": {a.name: {**attack_metrics[a.name], "family": a.family, "time_s": attack_time[a.name],
+                             "citation": a.citation} for a in attacks},
+        "family_time_s": family_time,
+        "forward_passes": evidence.passes,
         "environment": environment(),
         "timings_s": timings,
     }

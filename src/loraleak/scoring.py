@@ -11,8 +11,12 @@ statistics come from the same resident PeftModel with its adapter disabled.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ class TokenStats:
     logprob: np.ndarray
     mean: np.ndarray
     var: np.ndarray
+    token_ids: np.ndarray  # the scored (actual) tokens
     offsets: np.ndarray
 
     def __len__(self) -> int:
@@ -43,13 +48,17 @@ class TokenStats:
         """Mean negative log-likelihood of each sample's scored tokens."""
         return -np.add.reduceat(self.logprob, self.offsets[:-1]) / self.counts
 
+    FIELDS = ("logprob", "mean", "var", "token_ids", "offsets")
+
     def save(self, path: Path) -> None:
-        np.savez(path, logprob=self.logprob, mean=self.mean, var=self.var, offsets=self.offsets)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **{k: getattr(self, k) for k in self.FIELDS})
+        os.replace(tmp, path)  # atomic: an interrupted run never leaves a half-written file
 
     @classmethod
     def load(cls, path: Path) -> "TokenStats":
         with np.load(path) as z:
-            return cls(z["logprob"], z["mean"], z["var"], z["offsets"])
+            return cls(*(z[k] for k in cls.FIELDS))
 
 
 def scored_starts(encoded: Encoded, tokens: str) -> list[int]:
@@ -87,9 +96,116 @@ def token_stats(model, encoded: Encoded, starts: list[int], batch_size: int = 16
         del logits
     offsets = np.r_[0, np.cumsum([len(o[0]) for o in out])]
     cat = [np.concatenate([o[k] for o in out]).astype(np.float32) for k in range(3)]
-    return TokenStats(*cat, offsets=offsets)
+    token_ids = np.concatenate([seq[s:] for seq, s in zip(encoded.input_ids, starts)]).astype(np.int64)
+    return TokenStats(*cat, token_ids=token_ids, offsets=offsets)
 
 
 def adapter_disabled(model):
     """Context in which a PeftModel computes with its pre-trained weights only (no second copy)."""
     return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+
+
+class EvidenceError(ValueError):
+    """An attack asked for evidence this run cannot provide (e.g. too small a population split)."""
+
+
+# --- statistics on demand -------------------------------------------------------------------------
+
+# A variant is a re-encoding of the target samples that some attack scores besides the original
+# (lowercased text, a non-member prefix, ...): fn(evidence, **params) -> (Encoded, scored starts).
+VARIANTS: dict[str, Callable] = {}
+
+
+def register_variant(name: str):
+    def deco(fn):
+        VARIANTS[name] = fn
+        return fn
+    return deco
+
+
+@register_variant("original")
+def _original(ev: "Evidence"):
+    enc = ev.encode(ev.examples)
+    return enc, scored_starts(enc, ev.tokens)
+
+
+class Evidence:
+    """Token statistics of the target samples per (model role, variant), each computed once.
+
+    Roles are views of the one resident PeftModel: "target" (adapter on) and "pretrained"
+    (adapter disabled). Each pass is cached in memory and, with `cache_dir`, on disk, so attacks
+    that read the same statistics share one forward pass and a re-run recomputes nothing.
+    """
+
+    def __init__(self, model, tokenizer, examples, encode: Callable, tokens: str = "response",
+                 batch_size: int = 16, population=(), cache_dir: Path | None = None, progress: bool = True):
+        self.model, self.tokenizer, self.examples = model, tokenizer, list(examples)
+        self.encode, self.tokens, self.batch_size = encode, tokens, batch_size
+        self.population, self.cache_dir, self.progress = list(population), cache_dir, progress
+        self.roles = {"target": contextlib.nullcontext, "pretrained": lambda: adapter_disabled(model)}
+        self._stats: dict[str, TokenStats] = {}
+        self._encoded: dict[str, tuple] = {}
+        self.passes: list[dict] = []  # what was computed (not loaded), for the report
+
+    def encoded(self, variant: str = "original", **params):
+        key = _key(variant, params)
+        if key not in self._encoded:
+            if variant not in VARIANTS:
+                raise KeyError(f"unknown variant '{variant}'")
+            self._encoded[key] = VARIANTS[variant](self, **params)
+        return self._encoded[key]
+
+    def stats(self, role: str = "target", variant: str = "original", **params) -> TokenStats:
+        key = f"{role}-{_key(variant, params)}"
+        if key in self._stats:
+            return self._stats[key]
+        path = self.cache_dir / f"{key}.npz" if self.cache_dir else None
+        if path is not None and path.is_file():
+            self._stats[key] = TokenStats.load(path)
+            return self._stats[key]
+        enc, starts = self.encoded(variant, **params)
+        t0 = time.perf_counter()
+        with self.roles[role]():
+            st = token_stats(self.model, enc, starts, self.batch_size, self.tokenizer.pad_token_id,
+                             self.progress, desc=f"score {key}")
+        self.passes.append({"pass": key, "samples": len(enc), "tokens": int(sum(map(len, enc.input_ids))),
+                            "seconds": round(time.perf_counter() - t0, 3)})
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            st.save(path)
+        self._stats[key] = st
+        return st
+
+    def view(self, role: str) -> "ModelView":
+        return ModelView(self, role)
+
+    @functools.cached_property
+    def scored_texts(self) -> list[str]:
+        """The text of each sample's scored tokens (what "x" is for text-level statistics like zlib)."""
+        enc, starts = self.encoded()
+        return [self.tokenizer.decode(seq[s:], skip_special_tokens=True) for seq, s in zip(enc.input_ids, starts)]
+
+    @functools.cached_property
+    def token_frequencies(self) -> np.ndarray:
+        """Laplace-smoothed unigram frequencies of the population texts over the vocabulary: the
+        attacker's reference corpus (DC-PDD). Nothing is downloaded."""
+        if not self.population:
+            raise EvidenceError("token frequencies (DC-PDD) need a reference corpus: set split.population > 0")
+        ids = np.concatenate([np.asarray(seq) for seq in self.encode(self.population).input_ids])
+        vocab = max(len(self.tokenizer), int(ids.max()) + 1)
+        counts = np.bincount(ids, minlength=vocab).astype(np.float64)
+        return (counts + 1) / (counts.sum() + vocab)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One model's side of the evidence: what a scalar attack reads."""
+    evidence: Evidence
+    role: str
+
+    def stats(self, variant: str = "original", **params) -> TokenStats:
+        return self.evidence.stats(self.role, variant, **params)
+
+
+def _key(variant: str, params: dict) -> str:
+    return variant + "".join(f"-{k}={v}" for k, v in sorted(params.items())) if params else variant

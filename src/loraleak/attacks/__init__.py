@@ -1,6 +1,7 @@
 """Membership inference attacks, one registered unit each; importing this package registers them all."""
 
-from . import loss  # noqa: F401  (registers)
+# in the order of the README table
+from . import loss, zlib, lowercase, mink, recall, dcpdd  # noqa: F401,I001  (registers)
 from .registry import ATTACKS, FAMILIES, PRESETS, Attack, calibrated_by_pretrained, register, resolve, scalar_attack
 
 __all__ = ["ATTACKS", "FAMILIES", "PRESETS", "Attack", "calibrated_by_pretrained", "register", "resolve",

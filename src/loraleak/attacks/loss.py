@@ -4,5 +4,5 @@ from .registry import scalar_attack
 
 
 @scalar_attack("loss", citation="Yeom et al., Privacy Risk in Machine Learning, CSF 2018")
-def loss(stats):
-    return -stats.nll()
+def loss(view):
+    return -view.stats().nll()

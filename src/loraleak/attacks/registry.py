@@ -1,8 +1,9 @@
 """What an attack is, the registry of attacks by name, and the pre-trained-calibration combinator.
 
 Convention for every attack: a higher score means "more likely a member".
-An attack reads `evidence`, a mapping from model role ("target" = base + adapter, "pretrained" =
-the same model with the adapter disabled) to that model's TokenStats over the target samples.
+An attack reads `scoring.Evidence`: token statistics per model role ("target" = base + adapter,
+"pretrained" = the same model with the adapter disabled) and text variant, computed on demand and
+shared. A scalar attack reads one model through a `ModelView`, so it can be calibrated by another.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ class Attack:
     family: str  # one of FAMILIES
     access: tuple  # what the attacker needs: "logits", "gradients", "weights", "generation"
     citation: str
-    fn: Callable  # scalar attacks: fn(stats, **params); others: fn(evidence, **params)
+    fn: Callable  # scalar attacks: fn(view, **params); others: fn(evidence, **params)
     defaults: dict = field(default_factory=dict)
     scalar: bool = True  # reads one model's statistics, so it can be calibrated by another model
     roles: tuple = ("target",)  # model roles whose statistics it reads
+    variants: tuple = ()  # text variants it scores besides the original (each one more pass per role)
     note: str = ""  # departures from the paper, if any
 
-    def __call__(self, evidence: dict, **params) -> np.ndarray:
+    def __call__(self, evidence, **params) -> np.ndarray:
         kwargs = {**self.defaults, **params}
-        scores = self.fn(evidence["target"], **kwargs) if self.scalar else self.fn(evidence, **kwargs)
+        scores = self.fn(evidence.view("target"), **kwargs) if self.scalar else self.fn(evidence, **kwargs)
         return np.asarray(scores, dtype=np.float64)
 
 
@@ -40,7 +42,7 @@ def calibrated_by_pretrained(attack: Attack) -> Attack:
         raise ValueError(f"attack '{attack.name}' does not score one model, so it cannot be calibrated")
 
     def fn(evidence, **params):
-        return attack.fn(evidence["target"], **params) - attack.fn(evidence["pretrained"], **params)
+        return attack.fn(evidence.view("target"), **params) - attack.fn(evidence.view("pretrained"), **params)
 
     return replace(attack, name=f"{attack.name}-pt", family="pretrained-reference", fn=fn, scalar=False,
                    roles=("target", "pretrained"),
@@ -51,6 +53,8 @@ ATTACKS: dict[str, Attack] = {}
 PRESETS: dict[str, Callable[[], list[str]]] = {
     "all": lambda: list(ATTACKS),
     "fast": lambda: [a.name for a in ATTACKS.values() if set(a.access) <= {"logits"}],
+    # logit attacks that read only the one forward pass per model (no text variants): cost ~nothing
+    "one-pass": lambda: [a.name for a in ATTACKS.values() if set(a.access) <= {"logits"} and not a.variants],
 }
 
 
@@ -63,11 +67,11 @@ def register(attack: Attack, calibrate: bool = True) -> Attack:
     return attack
 
 
-def scalar_attack(name: str, citation: str, access=("logits",), note: str = "", **defaults):
-    """Decorator: register fn(stats, **params) -> scores as a reference-free attack plus its -pt variant."""
+def scalar_attack(name: str, citation: str, access=("logits",), variants=(), note: str = "", **defaults):
+    """Decorator: register fn(view, **params) -> scores as a reference-free attack plus its -pt variant."""
     def deco(fn):
         register(Attack(name=name, family="reference-free", access=tuple(access), citation=citation, fn=fn,
-                        defaults=defaults, note=note))
+                        defaults=defaults, variants=tuple(variants), note=note))
         return fn
     return deco
 

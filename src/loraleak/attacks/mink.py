@@ -1,0 +1,28 @@
+"""Min-K% (Shi et al., ICLR 2024) and Min-K%++ (Zhang et al., 2024): the mean of a sample's k% least
+likely tokens; Min-K%++ first standardises each token's log-prob by the mean and standard deviation
+of log p under the model's own next-token distribution at that position.
+
+Both take at least one token (a sample with fewer than 1/k scored tokens uses its minimum).
+"""
+
+import numpy as np
+
+from .registry import scalar_attack
+
+
+def mean_lowest(values: list[np.ndarray], k: float) -> np.ndarray:
+    return np.array([np.sort(v)[:max(1, int(len(v) * k))].mean() for v in values])
+
+
+@scalar_attack("min-k", k=0.2, citation="Shi et al., Detecting Pretraining Data from Large Language Models, ICLR 2024")
+def min_k(view, k):
+    st = view.stats()
+    return mean_lowest(st.per_sample(st.logprob), k)
+
+
+@scalar_attack("min-k++", k=0.2, citation="Zhang et al., Min-K%++: Improved Baseline for Detecting Pre-Training "
+                                          "Data from Large Language Models, 2024 (ICLR 2025)")
+def min_k_plus_plus(view, k):
+    st = view.stats()
+    z = (st.logprob - st.mean) / np.sqrt(np.maximum(st.var, 1e-12))  # guard: a one-hot distribution has var 0
+    return mean_lowest(st.per_sample(z), k)
