@@ -75,10 +75,49 @@ def lowest_mean(v, k):
     return float(np.mean(sorted(v)[:max(1, int(len(v) * k))]))
 
 
+def plain_nll_and_grads(model, ids, start, pretrained, wrt):
+    """Mean NLL of one unpadded sample and the L2 norm of its gradient w.r.t. the input embeddings
+    ("x") or the LoRA parameters ("theta")."""
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    embeds = model.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(wrt == "x")
+    ctx = model.disable_adapter() if pretrained else torch.enable_grad()
+    with ctx, torch.enable_grad():
+        logits = model(inputs_embeds=embeds).logits[0]
+        lp = torch.log_softmax(logits[start - 1:len(ids) - 1].double(), -1)
+        nll = -lp[torch.arange(len(ids) - start), torch.tensor(ids[start:])].mean()
+        target = [embeds] if wrt == "x" else lora
+        grads = torch.autograd.grad(nll, target, allow_unused=True)
+    return sum(float((g.double() ** 2).sum()) for g in grads if g is not None) ** 0.5
+
+
+def plain_perturbed_nll(model, ids, start, pretrained, sigma, index, seed):
+    """MoPe's recipe written out: N(0, sigma^2) noise on every 2-D non-LoRA weight except the
+    (tied) embeddings, from generator seed*1_000_003 + index, then the NLL, then restore."""
+    emb = model.get_input_embeddings().weight
+    params = [p for n, p in model.named_parameters() if p.dim() == 2 and "lora_" not in n and p is not emb]
+    saved = [p.detach().clone() for p in params]
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn(p.shape, generator=gen) * sigma)
+    try:
+        return -plain_token_lp(model, ids, start, pretrained).mean()
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+
+
 def plain_score(name, model, tok, examples, population, ex, pretrained):
     ids, s = plain_ids(tok, ex.prompt, ex.response)
     lp = plain_token_lp(model, ids, s, pretrained)
     nll = -lp.mean()
+    if name == "mope":
+        return np.mean([plain_perturbed_nll(model, ids, s, pretrained, **MOPE, index=i) for i in range(2)]) - nll
+    if name == "gradnorm-x":
+        return -plain_nll_and_grads(model, ids, s, pretrained, "x")
+    if name == "gradnorm-theta":
+        return -plain_nll_and_grads(model, ids, s, pretrained, "theta")
     if name == "loss":
         return -nll
     if name == "zlib":
@@ -114,7 +153,9 @@ def plain_score(name, model, tok, examples, population, ex, pretrained):
     raise KeyError(name)
 
 
-BASE_ATTACKS = ["loss", "zlib", "lowercase", "min-k", "min-k++", "recall", "dc-pdd"]
+MOPE = {"sigma": 0.05, "seed": 0}
+PARAMS = {"mope": {"n": 2, **MOPE}}
+BASE_ATTACKS = ["loss", "zlib", "lowercase", "min-k", "min-k++", "mope", "gradnorm-x", "recall", "dc-pdd"]
 
 
 @pytest.mark.parametrize("name", BASE_ATTACKS)
@@ -123,15 +164,31 @@ def test_fast_path_matches_plain_recomputation(setup, name):
     targets, population = examples[:12], examples[12:]
     plain = lambda pre: np.array([plain_score(name, model, tok, examples, population, ex, pre) for ex in targets])
     ft, pt = plain(False), plain(True)
-    np.testing.assert_allclose(ATTACKS[name](ev), ft, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ATTACKS[name](ev, **PARAMS.get(name, {})), ft, rtol=1e-5, atol=1e-7)
     # a difference of two terms is as exact as the terms: 1e-5 of their size (fp32 forward)
-    np.testing.assert_allclose(ATTACKS[f"{name}-pt"](ev), ft - pt, rtol=1e-5, atol=1e-5 * np.abs(ft).max())
+    np.testing.assert_allclose(ATTACKS[f"{name}-pt"](ev, **PARAMS.get(name, {})), ft - pt, rtol=1e-5,
+                               atol=1e-5 * np.abs(ft).max())
+
+
+def test_gradnorm_theta_matches_plain_recomputation(setup):
+    ev, model, tok, examples = setup
+    plain = [plain_score("gradnorm-theta", model, tok, examples, [], ex, False) for ex in examples[:12]]
+    np.testing.assert_allclose(ATTACKS["gradnorm-theta"](ev), plain, rtol=1e-5)
+    assert not any(p.grad is not None for p in model.parameters())  # no stray gradients left behind
+
+
+def test_mope_restores_the_weights_exactly(setup):
+    ev, model, *_ = setup
+    before = [p.detach().clone() for p in model.parameters()]
+    ATTACKS["mope-pt"](ev, n=1, sigma=0.1, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(p["pass"].endswith("@mope-sigma=0.1-i=0-seed=7") for p in ev.passes)
 
 
 def test_every_registered_attack_is_checked_here():
     scalar = {a.name for a in ATTACKS.values() if a.scalar}
     assert scalar == set(BASE_ATTACKS)
-    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar}
+    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {"gradnorm-theta"}
 
 
 def test_at_lora_initialisation_every_pt_score_is_zero():

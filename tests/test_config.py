@@ -20,6 +20,7 @@ def test_embedded_default_loads_and_meets_the_issue():
     ({**BASE, "train": {"loss_on": "prompt"}}, "'train.loss_on' is 'prompt'; choose one of response, full"),
     ({**BASE, "split": {"members": 0}}, "'split.members' must be > 0"),
     ({**BASE, "attacks": []}, "'attacks' is empty"),
+    ({**BASE, "attack_params": {"mope": 3}}, "'attack_params' must map names to mappings"),
 ])
 def test_bad_config_names_the_problem(data, message):
     with pytest.raises(ConfigError, match="cfg.yaml: " + message.replace("(", r"\(").replace("[", r"\[")):

@@ -16,21 +16,24 @@ OVERFIT = dict(lora={"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj"
 
 
 def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
-    cfg = tiny_config(tmp_path, attacks=["all"], **OVERFIT)
+    # MoPe's noise must be comparable to the weights to move them: tiny-llama's are ~0.1, SmolLM2's ~0.03
+    cfg = tiny_config(tmp_path, attacks=["all"], attack_params={"mope": {"sigma": 0.05}}, **OVERFIT)
     res = run(cfg, progress=False, echo=lambda *_: None)
     assert res["training"]["final_loss"] < 0.5 * res["training"]["first_loss"]
     assert res["attacks"]["loss"]["auc"] > 0.9  # the pipeline can detect membership
     for name, m in res["attacks"].items():
         assert m["auc"] >= 0.8, name  # every attack sees an over-fitted adapter
-    # one pass per model over the original samples, one per model per variant: nothing twice
+    # one pass per model and text variant (and per MoPe perturbation, gradient kind): nothing twice
     passes = [p["pass"] for p in res["forward_passes"]]
-    assert sorted(passes) == sorted(f"{role}-{v}" for role in ("target", "pretrained")
-                                    for v in ("original", "lowercase", "recall-prefix-shots=3"))
+    assert len(passes) == len(set(passes))
+    assert {f"{role}-{v}" for role in ("target", "pretrained")
+            for v in ("original", "lowercase", "recall-prefix-shots=3")} <= set(passes)
+    assert sum("@mope" in p for p in passes) == 2 * 5
     assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference"}
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
-    assert len(saved["attacks"]) == 14 and "ci" in saved["attacks"]["loss"]
+    assert len(saved["attacks"]) == 19 and "ci" in saved["attacks"]["loss"]
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns[:4]) == ["id", "split", "loss", "loss-pt"] and len(scores) == 32
     manifest = read_manifest(out / "manifest.jsonl")
@@ -79,6 +82,10 @@ def test_rerun_reuses_finished_stages(tmp_path):
 
 
 def test_too_few_examples_and_unknown_attack_fail_before_training(tmp_path):
+    with pytest.raises(KeyError, match="attack_params.mope: unknown hyperparameter 'sigmaa'"):
+        run(tiny_config(tmp_path, attack_params={"mope": {"sigmaa": 1}}), progress=False)
+    with pytest.raises(KeyError, match="attack_params: unknown attack 'mop'; did you mean 'mope'"):
+        run(tiny_config(tmp_path, attack_params={"mop": {}}), progress=False)
     with pytest.raises(TaskError, match="yields 80 examples after deduplication"):
         run(tiny_config(tmp_path, split={"members": 50, "nonmembers": 50}), progress=False)
     with pytest.raises(KeyError, match="unknown attack 'nope'"):

@@ -58,15 +58,15 @@ def cmd_run(args) -> int:
 
 def cmd_attacks(args) -> int:
     from .attacks import ATTACKS, PRESETS
-    print(f"{'name':<14} {'family':<22} {'access':<10} {'extra passes':<15} defaults")
+    print(f"{'name':<15} {'family':<21} {'access':<16} {'text variants':<14} defaults")
     for a in ATTACKS.values():
         extra = ",".join(a.variants) or "-"
         defaults = ", ".join(f"{k}={v}" for k, v in a.defaults.items()) or "-"
-        print(f"{a.name:<14} {a.family:<22} {','.join(a.access):<10} {extra:<15} {defaults}")
-    print("\ncitations:")
+        print(f"{a.name:<15} {a.family:<21} {','.join(a.access):<16} {extra:<14} {defaults}")
+    print("\ncitations (NAME-pt: the same, calibrated by the pre-trained model):")
     for a in ATTACKS.values():
-        if a.scalar:
-            print(f"  {a.name} (and {a.name}-pt): {a.citation}" + (f" [{a.note}]" if a.note else ""))
+        if a.family != "pretrained-reference":
+            print(f"  {a.name}: {a.citation}" + (f" [{a.note}]" if a.note else ""))
     print("\npresets: " + ", ".join(f"{p} ({len(f())})" for p, f in PRESETS.items()))
     return 0
 

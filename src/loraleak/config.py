@@ -90,6 +90,9 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     attacks: list = field(default_factory=lambda: ["loss", "loss-pt"])
+    # per-attack hyperparameters over their defaults, e.g. {mope: {n: 10, sigma: 0.01}}; an entry
+    # for NAME applies to NAME-pt too
+    attack_params: dict = field(default_factory=dict)
     output_dir: str = "runs/default"
 
     def to_dict(self) -> dict:
@@ -150,6 +153,9 @@ def _coerce(tp, value, key: str, source: str):
     elif tp is str:
         if not isinstance(value, str):
             raise bad
+    elif tp is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ConfigError(f"{source}: '{key}' must map names to mappings, e.g. {{mope: {{n: 10}}}}, got {value!r}")
     elif tp is list:
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import __version__, report
-from .attacks import resolve
+from .attacks import check_params, params_for, resolve
 from .config import Config
 from .data import TASKS, TaskError, dedup, encode_examples, load_task, make_split, write_manifest
 from .finetune import attach_lora, load_adapter, save_adapter, train_lora
@@ -54,6 +54,7 @@ class Stages:
 
 def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     attacks = resolve(cfg.attacks)  # fail on a bad name before any heavy work
+    check_params(cfg.attack_params)
     if cfg.task.name not in TASKS:
         raise TaskError(f"unknown task '{cfg.task.name}'; registered tasks: {', '.join(sorted(TASKS))}")
     out = Path(cfg.output_dir)
@@ -106,7 +107,7 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     with timed("attacks"):
         for a in attacks:  # passes an attack triggers are timed with it; later attacks reuse them
             t0 = time.perf_counter()
-            scores[a.name] = a(evidence)
+            scores[a.name] = a(evidence, **params_for(a, cfg.attack_params))
             attack_time[a.name] = round(time.perf_counter() - t0, 3)
     with timed("metrics"):
         attack_metrics = {name: evaluate(labels, s, cfg.eval.bootstrap, cfg.eval.confidence, cfg.eval.seed)

@@ -130,11 +130,14 @@ def _original(ev: "Evidence"):
 
 
 class Evidence:
-    """Token statistics of the target samples per (model role, variant), each computed once.
+    """What the attacks read about the target samples, each piece computed once.
 
-    Roles are views of the one resident PeftModel: "target" (adapter on) and "pretrained"
-    (adapter disabled). Each pass is cached in memory and, with `cache_dir`, on disk, so attacks
-    that read the same statistics share one forward pass and a re-run recomputes nothing.
+    A piece is measured on one *role* of the one resident PeftModel ("target": adapter on;
+    "pretrained": adapter disabled; more roles, e.g. a reference adapter, can be added), over one
+    text *variant* of the samples, optionally in a model *state* (e.g. perturbed weights). Token
+    statistics are the main piece; `measure` takes any other per-sample quantity (e.g. gradient
+    norms). Everything is kept in memory and, with `cache_dir`, on disk, so attacks that read the
+    same piece share one pass and a re-run recomputes nothing.
     """
 
     def __init__(self, model, tokenizer, examples, encode: Callable, tokens: str = "response",
@@ -142,10 +145,15 @@ class Evidence:
         self.model, self.tokenizer, self.examples = model, tokenizer, list(examples)
         self.encode, self.tokens, self.batch_size = encode, tokens, batch_size
         self.population, self.cache_dir, self.progress = list(population), cache_dir, progress
-        self.roles = {"target": contextlib.nullcontext, "pretrained": lambda: adapter_disabled(model)}
-        self._stats: dict[str, TokenStats] = {}
+        self.roles: dict[str, Callable] = {"target": contextlib.nullcontext,
+                                           "pretrained": lambda: adapter_disabled(model)}
+        self._memo: dict[str, object] = {}
         self._encoded: dict[str, tuple] = {}
         self.passes: list[dict] = []  # what was computed (not loaded), for the report
+
+    def add_role(self, name: str, context: Callable) -> None:
+        """A further view of the model, e.g. another adapter: `context()` enters it."""
+        self.roles[name] = context
 
     def encoded(self, variant: str = "original", **params):
         key = _key(variant, params)
@@ -155,26 +163,40 @@ class Evidence:
             self._encoded[key] = VARIANTS[variant](self, **params)
         return self._encoded[key]
 
-    def stats(self, role: str = "target", variant: str = "original", **params) -> TokenStats:
-        key = f"{role}-{_key(variant, params)}"
-        if key in self._stats:
-            return self._stats[key]
-        path = self.cache_dir / f"{key}.npz" if self.cache_dir else None
+    def stats(self, role: str = "target", variant: str = "original", state=None, **params) -> TokenStats:
+        """Token statistics of `role` over the samples' `variant` (params go to the variant)."""
+        def compute(model, enc, starts):
+            return token_stats(model, enc, starts, self.batch_size, self.tokenizer.pad_token_id, self.progress,
+                               desc=f"score {role} {_key(variant, params)}")
+        return self._get("stats", role, variant, params, state, compute, TokenStats.load, TokenStats.save)
+
+    def measure(self, name: str, fn: Callable, role: str = "target", variant: str = "original", state=None,
+                **params) -> np.ndarray:
+        """A per-sample array fn(model, encoded, starts) -> [n], computed in `role`, cached as `name`."""
+        return self._get(name, role, variant, params, state, fn, lambda p: np.load(p), _save_array)
+
+    def _get(self, what, role, variant, params, state, compute, load, save):
+        if role not in self.roles:
+            raise EvidenceError(f"no model role '{role}' in this run (have: {', '.join(self.roles)})")
+        key = f"{role}-{_key(variant, params)}" + (f"@{state.key}" if state is not None else "")
+        key = key if what == "stats" else f"{key}-{what}"
+        if key in self._memo:
+            return self._memo[key]
+        path = self.cache_dir / f"{key}.{'npz' if what == 'stats' else 'npy'}" if self.cache_dir else None
         if path is not None and path.is_file():
-            self._stats[key] = TokenStats.load(path)
-            return self._stats[key]
+            self._memo[key] = load(path)
+            return self._memo[key]
         enc, starts = self.encoded(variant, **params)
         t0 = time.perf_counter()
-        with self.roles[role]():
-            st = token_stats(self.model, enc, starts, self.batch_size, self.tokenizer.pad_token_id,
-                             self.progress, desc=f"score {key}")
+        with self.roles[role](), (state.apply(self.model) if state is not None else contextlib.nullcontext()):
+            value = compute(self.model, enc, starts)
         self.passes.append({"pass": key, "samples": len(enc), "tokens": int(sum(map(len, enc.input_ids))),
                             "seconds": round(time.perf_counter() - t0, 3)})
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            st.save(path)
-        self._stats[key] = st
-        return st
+            save(value, path)
+        self._memo[key] = value
+        return value
 
     def view(self, role: str) -> "ModelView":
         return ModelView(self, role)
@@ -203,8 +225,17 @@ class ModelView:
     evidence: Evidence
     role: str
 
-    def stats(self, variant: str = "original", **params) -> TokenStats:
-        return self.evidence.stats(self.role, variant, **params)
+    def stats(self, variant: str = "original", state=None, **params) -> TokenStats:
+        return self.evidence.stats(self.role, variant, state, **params)
+
+    def measure(self, name: str, fn: Callable, variant: str = "original", state=None, **params) -> np.ndarray:
+        return self.evidence.measure(name, fn, self.role, variant, state, **params)
+
+
+def _save_array(value: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, value)
+    os.replace(tmp, path)
 
 
 def _key(variant: str, params: dict) -> str:

@@ -76,6 +76,24 @@ def scalar_attack(name: str, citation: str, access=("logits",), variants=(), not
     return deco
 
 
+def params_for(attack: Attack, attack_params: dict) -> dict:
+    """The config's hyperparameters for `attack` (an entry for NAME applies to NAME-pt too)."""
+    base = attack.name[:-3] if attack.family == "pretrained-reference" else attack.name
+    return dict(attack_params.get(attack.name) or attack_params.get(base) or {})
+
+
+def check_params(attack_params: dict) -> None:
+    """Every entry names a registered attack and only hyperparameters it has."""
+    for name, params in attack_params.items():
+        if name not in ATTACKS:
+            near = difflib.get_close_matches(name, list(ATTACKS), n=1)
+            raise KeyError(f"attack_params: unknown attack '{name}'" + (f"; did you mean '{near[0]}'?" if near else ""))
+        unknown = set(params) - set(ATTACKS[name].defaults)
+        if unknown:
+            known = ", ".join(ATTACKS[name].defaults) or "none"
+            raise KeyError(f"attack_params.{name}: unknown hyperparameter '{sorted(unknown)[0]}' (it has: {known})")
+
+
 def resolve(names) -> list[Attack]:
     """Attack names and presets -> attacks, in the order given, each once."""
     out: dict[str, Attack] = {}
