@@ -16,7 +16,7 @@ from helpers import toy_examples
 from loraleak.attacks import ATTACKS, FAMILIES, calibrated_by_pretrained, resolve
 from loraleak.config import LoraConfig
 from loraleak.data import Example, encode_examples
-from loraleak.finetune import attach_lora
+from loraleak.finetune import active_adapter, add_lora, attach_lora
 from loraleak.metrics import auc
 from loraleak.models import load_model
 from loraleak.scoring import Evidence
@@ -30,7 +30,8 @@ def mixed_length_examples():
 def make_evidence(randomise_adapter: bool):
     model, tok = load_model("tiny-llama", "float32")
     peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)
-    if randomise_adapter:  # a "trained" adapter: target and pre-trained models differ
+    add_lora(peft_model, "reference", LoraConfig(r=4, alpha=8), seed=1)
+    if randomise_adapter:  # "trained" adapters: target, reference and pre-trained models differ
         g = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for name, p in peft_model.named_parameters():
@@ -39,6 +40,7 @@ def make_evidence(randomise_adapter: bool):
     examples = mixed_length_examples()
     ev = Evidence(peft_model, tok, examples[:12], encode=lambda exs: encode_examples(exs, tok, 64, 64),
                   batch_size=5, population=examples[12:], progress=False)
+    ev.add_role("reference", lambda: active_adapter(peft_model, "reference"))
     return ev, peft_model, tok, examples
 
 
@@ -78,7 +80,7 @@ def lowest_mean(v, k):
 def plain_nll_and_grads(model, ids, start, pretrained, wrt):
     """Mean NLL of one unpadded sample and the L2 norm of its gradient w.r.t. the input embeddings
     ("x") or the LoRA parameters ("theta")."""
-    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    lora = [p for n, p in model.named_parameters() if "lora_" in n and ".default." in n]  # the target adapter
     embeds = model.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(wrt == "x")
     ctx = model.disable_adapter() if pretrained else torch.enable_grad()
     with ctx, torch.enable_grad():
@@ -177,6 +179,19 @@ def test_gradnorm_theta_matches_plain_recomputation(setup):
     assert not any(p.grad is not None for p in model.parameters())  # no stray gradients left behind
 
 
+def test_reference_attack_matches_plain_recomputation(setup):
+    ev, model, tok, examples = setup
+    nll = lambda ex: -plain_token_lp(model, *plain_ids(tok, ex.prompt, ex.response), False).mean()
+    ft = np.array([nll(ex) for ex in examples[:12]])
+    model.set_adapter("reference")
+    try:
+        ref = np.array([nll(ex) for ex in examples[:12]])
+    finally:
+        model.set_adapter("default")
+    assert np.abs(ref - ft).max() > 1e-3  # the two adapters really differ
+    np.testing.assert_allclose(ATTACKS["reference"](ev), ref - ft, rtol=1e-5, atol=1e-5 * np.abs(ft).max())
+
+
 def test_mope_restores_the_weights_exactly(setup):
     ev, model, *_ = setup
     before = [p.detach().clone() for p in model.parameters()]
@@ -188,7 +203,7 @@ def test_mope_restores_the_weights_exactly(setup):
 def test_every_registered_attack_is_checked_here():
     scalar = {a.name for a in ATTACKS.values() if a.scalar}
     assert scalar == set(BASE_ATTACKS)
-    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {"gradnorm-theta"}
+    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {"gradnorm-theta", "reference"}
 
 
 def test_at_lora_initialisation_every_pt_score_is_zero():

@@ -29,11 +29,12 @@ def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
     assert {f"{role}-{v}" for role in ("target", "pretrained")
             for v in ("original", "lowercase", "recall-prefix-shots=3")} <= set(passes)
     assert sum("@mope" in p for p in passes) == 2 * 5
-    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference"}
+    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference", "reference-model"}
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
-    assert len(saved["attacks"]) == 19 and "ci" in saved["attacks"]["loss"]
+    assert len(saved["attacks"]) == 20 and "ci" in saved["attacks"]["loss"]
+    assert (out / "adapters" / "reference" / "adapter_model.safetensors").is_file()
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns[:4]) == ["id", "split", "loss", "loss-pt"] and len(scores) == 32
     manifest = read_manifest(out / "manifest.jsonl")

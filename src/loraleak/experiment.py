@@ -7,6 +7,7 @@ or extended run (say, more attacks) never recomputes what it already has.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import shutil
@@ -22,7 +23,8 @@ from . import __version__, report
 from .attacks import check_params, params_for, resolve
 from .config import Config
 from .data import TASKS, TaskError, dedup, encode_examples, load_task, make_split, write_manifest
-from .finetune import attach_lora, load_adapter, save_adapter, train_lora
+from .finetune import (active_adapter, add_lora, attach_lora, load_adapter, load_extra_adapter, save_adapter,
+                       train_lora)
 from .metrics import evaluate
 from .models import load_model
 from .scoring import Evidence
@@ -40,11 +42,14 @@ class Stages:
         self.path, self.cfg = out / "stages.json", cfg
         self.done = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
+    def _fingerprint(self, stage: str) -> str:
+        return self.cfg.fingerprint(*STAGE_SECTIONS[stage.split(":")[0]])  # "adapter:NAME" as "adapter"
+
     def fresh(self, stage: str) -> bool:
-        return self.done.get(stage) == self.cfg.fingerprint(*STAGE_SECTIONS[stage])
+        return self.done.get(stage) == self._fingerprint(stage)
 
     def mark(self, stage: str) -> None:
-        self.done[stage] = self.cfg.fingerprint(*STAGE_SECTIONS[stage])
+        self.done[stage] = self._fingerprint(stage)
         self.path.write_text(json.dumps(self.done, indent=2))
 
     def forget(self, stage: str) -> None:
@@ -103,6 +108,11 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
                         tokens=cfg.scoring.tokens, batch_size=cfg.scoring.batch_size, population=split.population,
                         cache_dir=stats_dir, progress=progress)
 
+    with timed("extra_adapters"):
+        for spec in extra_adapters(attacks, cfg.attack_params).values():
+            prepare_extra_adapter(spec, peft_model, split, evidence, cfg, stages, out, echo, progress)
+            evidence.add_role(spec.name, lambda name=spec.name: active_adapter(peft_model, name))
+
     labels, scores, attack_time = split.labels, {}, {}
     with timed("attacks"):
         for a in attacks:  # passes an attack triggers are timed with it; later attacks reuse them
@@ -136,6 +146,37 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     report.write(out, results, report.scores_frame([ex.id for ex in split.targets], labels, scores),
                  report.roc_frame(labels, scores))
     return results
+
+
+def extra_adapters(attacks, attack_params) -> dict:
+    """name -> ExtraAdapter for every further adapter the chosen attacks need (each trained once)."""
+    specs = {}
+    for a in attacks:
+        if a.adapters is not None:
+            for spec in a.adapters(**{**a.defaults, **params_for(a, attack_params)}):
+                specs.setdefault(spec.name, spec)
+    return specs
+
+
+def prepare_extra_adapter(spec, peft_model, split, evidence, cfg: Config, stages: Stages, out: Path, echo,
+                          progress: bool) -> None:
+    """Load adapter `spec.name` from OUT/adapters/NAME, or train it with the target's recipe and save it."""
+    where, stage = out / "adapters" / spec.name, f"adapter:{spec.name}"
+    if stages.fresh(stage):
+        echo(f"[loraleak] reusing the {spec.name} adapter in {where}")
+        load_extra_adapter(peft_model, where, spec.name)
+        return
+    for stale in (out / "stats").glob(f"{spec.name}-*"):
+        stale.unlink()
+    examples = spec.data(split, evidence)
+    train = dataclasses.replace(cfg.train, seed=cfg.train.seed + spec.seed_offset)
+    add_lora(peft_model, spec.name, cfg.lora, train.seed)
+    with active_adapter(peft_model, spec.name):
+        log = train_lora(peft_model, evidence.encode(examples), train, evidence.tokenizer.pad_token_id, progress,
+                         desc=f"fine-tune {spec.name}")
+    shutil.rmtree(where, ignore_errors=True)
+    save_adapter(peft_model, where, log, spec.name)
+    stages.mark(stage)
 
 
 def environment() -> dict:

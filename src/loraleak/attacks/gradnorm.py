@@ -59,7 +59,8 @@ def input_gradient_norms(model, enc, starts, batch_size: int = 8, pad_id: int = 
 
 
 def lora_gradient_norms(model, enc, starts) -> np.ndarray:
-    params = [p for name, p in model.named_parameters() if "lora_" in name]
+    active = model.active_adapter
+    params = [p for name, p in model.named_parameters() if "lora_" in name and f".{active}." in name]
     out = np.zeros(len(enc))
     with _grads_only_for(model, params):
         for i, seq in enumerate(enc.input_ids):

@@ -18,6 +18,16 @@ FAMILIES = ("reference-free", "pretrained-reference", "reference-model", "shadow
 
 
 @dataclass(frozen=True)
+class ExtraAdapter:
+    """A further LoRA adapter an attack needs (reference, shadow, ...): trained by the runner with the
+    target's recipe (lora, train sections) on `data(split, tokenizer)`, on the one resident model,
+    then readable as model role `name`."""
+    name: str
+    data: Callable  # (split, evidence) -> list[Example]
+    seed_offset: int  # its adapter init and data order use train.seed + seed_offset
+
+
+@dataclass(frozen=True)
 class Attack:
     name: str
     family: str  # one of FAMILIES
@@ -28,6 +38,7 @@ class Attack:
     scalar: bool = True  # reads one model's statistics, so it can be calibrated by another model
     roles: tuple = ("target",)  # model roles whose statistics it reads
     variants: tuple = ()  # text variants it scores besides the original (each one more pass per role)
+    adapters: Callable | None = None  # (**params) -> [ExtraAdapter]: further adapters it needs trained
     note: str = ""  # departures from the paper, if any
 
     def __call__(self, evidence, **params) -> np.ndarray:
