@@ -51,7 +51,7 @@ class Perturbation:
                     p.copy_(original)
 
 
-@scalar_attack("mope", n=5, sigma=0.005, seed=0, access=("logits", "weights"),
+@scalar_attack("mope", n=5, sigma=0.01, seed=0, access=("logits", "weights"),
                citation="Li et al., MoPe: Model Perturbation-based Privacy Attacks on Language Models, EMNLP 2023",
                note="Gaussian noise on the transformer blocks' linear weights (not embeddings, head or adapter)")
 def mope(view, n, sigma, seed):

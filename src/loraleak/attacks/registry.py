@@ -64,6 +64,10 @@ ATTACKS: dict[str, Attack] = {}
 PRESETS: dict[str, Callable[[], list[str]]] = {
     "all": lambda: list(ATTACKS),
     "fast": lambda: [a.name for a in ATTACKS.values() if set(a.access) <= {"logits"}],
+    # LoRA-Leak's suite: ten published attacks and five calibrated by the pre-trained model
+    "loraleak-15": lambda: ["loss", "zlib", "lowercase", "min-k", "min-k++", "neighbourhood", "mope", "gradnorm-x",
+                            "reference", "spv-mia", "loss-pt", "min-k++-pt", "mope-pt", "gradnorm-x-pt",
+                            "neighbourhood-pt"],
     # logit attacks that read only the one forward pass per model (no text variants): cost ~nothing
     "one-pass": lambda: [a.name for a in ATTACKS.values() if set(a.access) <= {"logits"} and not a.variants],
 }
