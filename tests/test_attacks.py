@@ -11,6 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from scipy.stats import norm
 from helpers import toy_examples
 
 from loraleak.attacks import ATTACKS, FAMILIES, calibrated_by_pretrained, resolve
@@ -19,6 +20,7 @@ from loraleak.data import Example, encode_examples
 from loraleak.finetune import active_adapter, add_lora, attach_lora
 from loraleak.metrics import auc
 from loraleak.models import load_model
+from loraleak.attacks.shadow import shadow_name
 from loraleak.scoring import Evidence
 
 
@@ -32,6 +34,8 @@ def make_evidence(randomise_adapter: bool):
     peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)
     add_lora(peft_model, "reference", LoraConfig(r=4, alpha=8), seed=1)
     add_lora(peft_model, "spv-reference", LoraConfig(r=4, alpha=8), seed=2)
+    for i in range(4):
+        add_lora(peft_model, shadow_name(i, 4, 0), LoraConfig(r=4, alpha=8), seed=10 + i)
     if randomise_adapter:  # "trained" adapters: target, reference and pre-trained models differ
         g = torch.Generator().manual_seed(1)
         with torch.no_grad():
@@ -41,7 +45,7 @@ def make_evidence(randomise_adapter: bool):
     examples = mixed_length_examples()
     ev = Evidence(peft_model, tok, examples[:12], encode=lambda exs: encode_examples(exs, tok, 64, 64),
                   batch_size=5, population=examples[12:], progress=False)
-    for name in ("reference", "spv-reference"):
+    for name in ["reference", "spv-reference"] + [shadow_name(i, 4, 0) for i in range(4)]:
         ev.add_role(name, lambda name=name: active_adapter(peft_model, name))
     return ev, peft_model, tok, examples
 
@@ -246,6 +250,54 @@ def test_spv_mia_matches_plain_recomputation(setup):
     np.testing.assert_allclose(ATTACKS["spv-mia"](ev, m=2), plain, rtol=1e-5, atol=1e-5)
 
 
+def plain_shadow_scores(model, tok, samples, pool_offset, k=4, seed=0):
+    """phi (mean token log-likelihood) under the target and each shadow, and the IN mask, written out:
+    pool = population (4) + targets (12); each pool sample is IN for exactly k/2 shadows."""
+    def phi(ex, adapter):
+        model.set_adapter(adapter)
+        try:
+            return plain_token_lp(model, *plain_ids(tok, ex.prompt, ex.response), False).mean()
+        finally:
+            model.set_adapter("default")
+    target = np.array([phi(ex, "default") for ex in samples])
+    shadows = np.array([[phi(ex, shadow_name(i, k, seed)) for ex in samples] for i in range(k)])
+    order = np.random.default_rng(seed).uniform(size=(k, 16)).argsort(0)
+    keep = (order < k // 2)[:, pool_offset:pool_offset + len(samples)]
+    return target, shadows, keep
+
+
+def test_shadow_attacks_match_plain_recomputation(setup):
+    ev, model, tok, examples = setup
+    targets, population = examples[:12], examples[12:]
+    phi, sh, keep = plain_shadow_scores(model, tok, targets, 4)
+    assert (keep.sum(0) == 2).all()
+
+    def fit(mask):  # per-sample means, one pooled variance (the default for few shadows)
+        mu = np.array([sh[mask[:, j], j].mean() for j in range(len(phi))])
+        resid = [sh[i, j] - mu[j] for i in range(4) for j in range(len(phi)) if mask[i, j]]
+        return mu, np.sqrt(np.sum(np.square(resid)) / (len(resid) - len(phi)))
+    mu_out, sd_out = fit(~keep)
+    mu_in, sd_in = fit(keep)
+    # phi is exact to 1e-5 of its size (fp32 forward); the scores divide differences of phi by sd
+    tol = 1e-5 * np.abs(phi).max() / min(sd_in, sd_out)
+    np.testing.assert_allclose(ATTACKS["lira-offline"](ev), (phi - mu_out) / sd_out, rtol=1e-5, atol=tol)
+    lira_online = norm.logpdf(phi, mu_in, sd_in) - norm.logpdf(phi, mu_out, sd_out)
+    np.testing.assert_allclose(ATTACKS["lira-online"](ev), lira_online, rtol=1e-5,
+                               atol=tol * np.abs((phi - mu_in) / sd_in).max() * 2 + tol ** 2)
+
+    zphi, zsh, zkeep = plain_shadow_scores(model, tok, population, 0)
+    for online, name in ((True, "rmia-online"), (False, "rmia-offline")):
+        def ratio(p, s, kp):
+            if online:
+                px = np.exp(s).mean(0)
+            else:
+                px = np.array([0.5 * (1.3 * np.exp(s[~kp[:, j], j]).mean() + 0.7) for j in range(len(p))])
+            return np.exp(p) / px
+        rx, rz = ratio(phi, sh, keep), ratio(zphi, zsh, zkeep)
+        plain = [np.mean([rx[j] / rz[m] >= 1.0 for m in range(len(rz))]) for j in range(len(rx))]
+        np.testing.assert_allclose(ATTACKS[name](ev), plain)
+
+
 def test_self_prompted_generation_is_seeded(setup):
     from loraleak.attacks.generation import self_prompted_examples
     ev, model, tok, examples = setup
@@ -267,7 +319,9 @@ def test_mope_restores_the_weights_exactly(setup):
 def test_every_registered_attack_is_checked_here():
     scalar = {a.name for a in ATTACKS.values() if a.scalar}
     assert scalar == set(BASE_ATTACKS)
-    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {"gradnorm-theta", "reference", "spv-mia"}
+    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {"gradnorm-theta", "reference", "spv-mia",
+                                                                 "lira-offline", "lira-online", "rmia-offline",
+                                                                 "rmia-online"}
 
 
 def test_at_lora_initialisation_every_pt_score_is_zero():

@@ -33,11 +33,12 @@ def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
             for v in ("original", "lowercase", "recall-prefix-shots=3")} <= set(passes)
     assert sum("@mope" in p for p in passes) == 2 * 5
     assert sum("neighbour-" in p for p in passes) == 2 * 5
-    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference", "reference-model"}
+    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference", "reference-model", "shadow"}
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
-    assert len(saved["attacks"]) == 23 and "ci" in saved["attacks"]["loss"]
+    assert len(saved["attacks"]) == 27 and "ci" in saved["attacks"]["loss"]
+    assert len(list((out / "adapters").glob("shadow-*-of-4-seed0/adapter_model.safetensors"))) == 4
     assert (out / "adapters" / "reference" / "adapter_model.safetensors").is_file()
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns[:4]) == ["id", "split", "loss", "loss-pt"] and len(scores) == 32
