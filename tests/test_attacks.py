@@ -187,7 +187,7 @@ def plain_score(name, model, tok, examples, population, ex, pretrained, index=No
         cond = plain_token_lp(model, prefix + ids, len(prefix) + s, pretrained)
         return -cond.mean() / nll
     if name == "dc-pdd":
-        counts = Counter(t for e in population for t in plain_ids(tok, e.prompt, e.response)[0])
+        counts = Counter(t for e in population for t in tok(e.prompt + e.response).input_ids)
         total, vocab = sum(counts.values()), len(tok)
         seen, alphas = set(), []
         for t, l in zip(ids[s:], lp):
@@ -298,6 +298,49 @@ def test_shadow_attacks_match_plain_recomputation(setup):
         np.testing.assert_allclose(ATTACKS[name](ev), plain)
 
 
+def test_rouge1_by_hand():
+    from loraleak.attacks.samia import rouge1_f1
+    # candidate "a b b c", reference "b b d": overlap 2 (b twice), P = 2/4, R = 2/3, F1 = 4/7
+    assert rouge1_f1("a b b c", "b b d") == pytest.approx(4 / 7)
+    assert rouge1_f1("x", "y") == 0.0 and rouge1_f1("same words", "same words") == 1.0
+
+
+def test_samia_scores_follow_their_formula(setup, monkeypatch):
+    """SaMIA's sampling is replaced by a known 'model' (a random one writes no words), so the test
+    checks the prefix / suffix split, ROUGE-1 and the averaging against the texts it chose."""
+    import loraleak.attacks.samia as samia
+    ev, model, tok, examples = setup
+    prompts, suffixes = [], []
+    for ex in examples[:12]:
+        ids, s = plain_ids(tok, ex.prompt, ex.response)
+        cut = s + (len(ids) - s) // 2
+        prompts.append(tuple(ids[:cut]))
+        suffixes.append(tok.decode(ids[cut:], skip_special_tokens=True))
+    # continuation j of sample i: its true suffix, one word of it, or nothing in common
+    fake = {p: [suf, suf.split()[0] if suf.split() else "", "zzz qqq"] for p, suf in zip(prompts, suffixes)}
+    calls = Counter()
+
+    def sampler(model, tokenizer, prompts, max_new_tokens, seed, batch_size):
+        out = []
+        for p in prompts:
+            out.append(fake[tuple(p)][calls[tuple(p)] % 3])
+            calls[tuple(p)] += 1
+        return out
+
+    monkeypatch.setattr(samia, "sample_continuations", sampler)
+    scores = ATTACKS["samia"](ev, n=3, seed=99)
+    plain = []
+    for suf in suffixes:
+        ref = suf.split()
+        f1s = []
+        for cand in (w.split() for w in (suf, ref[0] if ref else "", "zzz qqq")):
+            overlap = sum(min(cand.count(w), ref.count(w)) for w in set(cand))
+            f1s.append(0.0 if overlap == 0 else 2 * overlap / (len(cand) + len(ref)))
+        plain.append(np.mean(f1s))
+    np.testing.assert_allclose(scores, plain)
+    assert scores.max() > 0.5
+
+
 def test_self_prompted_generation_is_seeded(setup):
     from loraleak.attacks.generation import self_prompted_examples
     ev, model, tok, examples = setup
@@ -321,7 +364,7 @@ def test_every_registered_attack_is_checked_here():
     assert scalar == set(BASE_ATTACKS)
     assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {"gradnorm-theta", "reference", "spv-mia",
                                                                  "lira-offline", "lira-online", "rmia-offline",
-                                                                 "rmia-online"}
+                                                                 "rmia-online", "samia"}
 
 
 def test_at_lora_initialisation_every_pt_score_is_zero():
@@ -351,6 +394,25 @@ def test_calibrating_a_calibrated_attack_is_refused():
 def test_registry_entries_are_complete():
     for a in ATTACKS.values():
         assert a.family in FAMILIES and a.citation and a.access
+
+
+def test_dc_pdd_local_corpus_changes_the_frequencies(setup, tmp_path):
+    ev, *_ = setup
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("beta beta beta OMEGA\n" * 50)
+    base, extra = ATTACKS["dc-pdd"](ev), ATTACKS["dc-pdd"](ev, corpus=str(corpus))
+    assert not np.allclose(base, extra)
+    with pytest.raises(ValueError, match="does not exist"):
+        ATTACKS["dc-pdd"](ev, corpus=str(tmp_path / "missing.txt"))
+
+
+def test_presets():
+    one_pass = {"loss", "zlib", "min-k", "min-k++", "dc-pdd"}
+    assert {a.name for a in resolve(["one-pass"])} == one_pass | {f"{n}-pt" for n in one_pass}
+    fast = {a.name for a in resolve(["fast"])}
+    assert fast > {a.name for a in resolve(["one-pass"])} and not fast & {"reference", "spv-mia", "lira-online"}
+    suite = resolve(["loraleak-15"])
+    assert len(suite) == 15 and sum(a.family == "pretrained-reference" for a in suite) == 5
 
 
 def test_resolve_presets_and_unknown_names():

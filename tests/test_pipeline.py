@@ -33,11 +33,12 @@ def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
             for v in ("original", "lowercase", "recall-prefix-shots=3")} <= set(passes)
     assert sum("@mope" in p for p in passes) == 2 * 5
     assert sum("neighbour-" in p for p in passes) == 2 * 5
-    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference", "reference-model", "shadow"}
+    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference", "reference-model", "shadow",
+                                         "label-only"}
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
-    assert len(saved["attacks"]) == 27 and "ci" in saved["attacks"]["loss"]
+    assert len(saved["attacks"]) == 28 and "ci" in saved["attacks"]["loss"]
     assert len(list((out / "adapters").glob("shadow-*-of-4-seed0/adapter_model.safetensors"))) == 4
     assert (out / "adapters" / "reference" / "adapter_model.safetensors").is_file()
     scores = pd.read_csv(out / "scores.csv")
@@ -71,6 +72,16 @@ def test_same_config_and_seed_give_the_same_adapter_and_scores(tmp_path):
     c = tiny_config(tmp_path / "c", train={"seed": 1})
     run(c, progress=False, echo=lambda *_: None)
     assert ad("c") != ad("a")
+
+
+def test_stochastic_attacks_repeat_under_the_same_seed(tmp_path):
+    stochastic = ["neighbourhood", "mope", "spv-mia", "lira-online", "rmia-offline", "samia"]
+    for d in ("a", "b"):
+        run(tiny_config(tmp_path / d, attacks=stochastic, eval={"bootstrap": 0}, **OVERFIT), progress=False,
+            echo=lambda *_: None)
+    a, b = (pd.read_csv(tmp_path / d / "run" / "scores.csv") for d in "ab")
+    pd.testing.assert_frame_equal(a, b)
+    assert a[stochastic].std().min() > 0  # real, varying scores
 
 
 def test_rerun_reuses_finished_stages(tmp_path):

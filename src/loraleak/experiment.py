@@ -108,16 +108,16 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
                         tokens=cfg.scoring.tokens, batch_size=cfg.scoring.batch_size, population=split.population,
                         cache_dir=stats_dir, progress=progress)
 
-    with timed("extra_adapters"):
-        for spec in extra_adapters(attacks, cfg.attack_params).values():
-            prepare_extra_adapter(spec, peft_model, split, evidence, cfg, stages, out, echo, progress)
-            evidence.add_role(spec.name, lambda name=spec.name: active_adapter(peft_model, name))
-
     labels, scores, attack_time = split.labels, {}, {}
     with timed("attacks"):
-        for a in attacks:  # passes an attack triggers are timed with it; later attacks reuse them
+        for a in attacks:  # what an attack triggers (adapters, passes) is timed with it; later ones reuse it
             t0 = time.perf_counter()
-            scores[a.name] = a(evidence, **params_for(a, cfg.attack_params))
+            params = params_for(a, cfg.attack_params)
+            for spec in a.adapters(**{**a.defaults, **params}) if a.adapters else []:
+                if spec.name not in evidence.roles:
+                    prepare_extra_adapter(spec, peft_model, split, evidence, cfg, stages, out, echo, progress)
+                    evidence.add_role(spec.name, lambda name=spec.name: active_adapter(peft_model, name))
+            scores[a.name] = a(evidence, **params)
             attack_time[a.name] = round(time.perf_counter() - t0, 3)
     with timed("metrics"):
         attack_metrics = {name: evaluate(labels, s, cfg.eval.bootstrap, cfg.eval.confidence, cfg.eval.seed)
@@ -146,16 +146,6 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     report.write(out, results, report.scores_frame([ex.id for ex in split.targets], labels, scores),
                  report.roc_frame(labels, scores))
     return results
-
-
-def extra_adapters(attacks, attack_params) -> dict:
-    """name -> ExtraAdapter for every further adapter the chosen attacks need (each trained once)."""
-    specs = {}
-    for a in attacks:
-        if a.adapters is not None:
-            for spec in a.adapters(**{**a.defaults, **params_for(a, attack_params)}):
-                specs.setdefault(spec.name, spec)
-    return specs
 
 
 def prepare_extra_adapter(spec, peft_model, split, evidence, cfg: Config, stages: Stages, out: Path, echo,

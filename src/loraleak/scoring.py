@@ -207,16 +207,26 @@ class Evidence:
         enc, starts = self.encoded()
         return [self.tokenizer.decode(seq[s:], skip_special_tokens=True) for seq, s in zip(enc.input_ids, starts)]
 
-    @functools.cached_property
-    def token_frequencies(self) -> np.ndarray:
-        """Laplace-smoothed unigram frequencies of the population texts over the vocabulary: the
-        attacker's reference corpus (DC-PDD). Nothing is downloaded."""
-        if not self.population:
-            raise EvidenceError("token frequencies (DC-PDD) need a reference corpus: set split.population > 0")
-        ids = np.concatenate([np.asarray(seq) for seq in self.encode(self.population).input_ids])
-        vocab = max(len(self.tokenizer), int(ids.max()) + 1)
-        counts = np.bincount(ids, minlength=vocab).astype(np.float64)
-        return (counts + 1) / (counts.sum() + vocab)
+    def token_frequencies(self, corpus: str = "") -> np.ndarray:
+        """Laplace-smoothed unigram frequencies over the vocabulary of the population texts plus, if
+        given, a local text file (one document per line): the attacker's reference corpus (DC-PDD).
+        Nothing is downloaded."""
+        key = f"token-frequencies:{corpus}"
+        if key not in self._memo:
+            docs = [ex.text for ex in self.population]
+            if corpus:
+                path = Path(corpus).expanduser()
+                if not path.is_file():
+                    raise EvidenceError(f"reference corpus '{corpus}' does not exist (dc-pdd's corpus parameter)")
+                docs += [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line]
+            if not docs:
+                raise EvidenceError("token frequencies (DC-PDD) need a reference corpus: set split.population > 0 "
+                                    "or give attack_params: {dc-pdd: {corpus: FILE}}")
+            ids = np.concatenate([np.asarray(seq, dtype=np.int64) for seq in self.tokenizer(docs)["input_ids"]])
+            vocab = max(len(self.tokenizer), int(ids.max()) + 1)
+            counts = np.bincount(ids, minlength=vocab).astype(np.float64)
+            self._memo[key] = (counts + 1) / (counts.sum() + vocab)
+        return self._memo[key]
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 For the first occurrence of each distinct token in x: alpha = p(x_t) * log(1 / f(x_t)), with f the
 Laplace-smoothed token frequency in a reference corpus, capped at `a`; score = mean alpha (higher =
-member). The reference corpus is the population split (the paper uses a large public corpus; nothing
-is downloaded here).
+member). The reference corpus is the population split's texts plus, optionally, a local text file
+(`corpus`, one document per line); the paper uses a large public web corpus, nothing is downloaded here.
 """
 
 import numpy as np
@@ -11,11 +11,11 @@ import numpy as np
 from .registry import scalar_attack
 
 
-@scalar_attack("dc-pdd", a=0.01, citation="Zhang et al., Pretraining Data Detection for Large Language Models: "
+@scalar_attack("dc-pdd", a=0.01, corpus="", citation="Zhang et al., Pretraining Data Detection for Large Language Models: "
                                           "A Divergence-based Calibration Method, EMNLP 2024",
-               note="reference token frequencies from the population split, not a web corpus")
-def dc_pdd(view, a):
-    freq = view.evidence.token_frequencies
+               note="reference token frequencies from the population split (+ a local corpus), not a web corpus")
+def dc_pdd(view, a, corpus):
+    freq = view.evidence.token_frequencies(corpus)
     st = view.stats()
     out = []
     for ids, lp in zip(st.per_sample(st.token_ids), st.per_sample(st.logprob)):

@@ -61,15 +61,20 @@ def calibrated_by_pretrained(attack: Attack) -> Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
+
+
+def _logits_only(a: Attack) -> bool:
+    return set(a.access) <= {"logits"} and set(a.roles) <= {"target", "pretrained"}
 PRESETS: dict[str, Callable[[], list[str]]] = {
     "all": lambda: list(ATTACKS),
-    "fast": lambda: [a.name for a in ATTACKS.values() if set(a.access) <= {"logits"}],
+    # logit access only, no further adapters to train
+    "fast": lambda: [a.name for a in ATTACKS.values() if _logits_only(a)],
     # LoRA-Leak's suite: ten published attacks and five calibrated by the pre-trained model
     "loraleak-15": lambda: ["loss", "zlib", "lowercase", "min-k", "min-k++", "neighbourhood", "mope", "gradnorm-x",
                             "reference", "spv-mia", "loss-pt", "min-k++-pt", "mope-pt", "gradnorm-x-pt",
                             "neighbourhood-pt"],
-    # logit attacks that read only the one forward pass per model (no text variants): cost ~nothing
-    "one-pass": lambda: [a.name for a in ATTACKS.values() if set(a.access) <= {"logits"} and not a.variants],
+    # of those, the ones that read nothing but the one forward pass per model: cost ~nothing
+    "one-pass": lambda: [a.name for a in ATTACKS.values() if _logits_only(a) and not a.variants],
 }
 
 
