@@ -125,15 +125,16 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     family_time: dict[str, float] = {}
     for a in attacks:
         family_time[a.family] = round(family_time.get(a.family, 0.0) + attack_time[a.name], 3)
-    target_stats = evidence.stats("target")
+    scored, starts = evidence.encoded()
+    scored_tokens = [len(seq) - s for seq, s in zip(scored.input_ids, starts)]
 
     results = {
         "loraleak_version": __version__,
         "config": cfg.to_dict(),
         "split": {**split.sizes(), "pool_after_dedup": len(examples), "duplicates_dropped": duplicates,
                   "members_truncated": members.truncated,
-                  "targets_truncated": evidence.encoded()[0].truncated,
-                  "scored_tokens_per_sample": float(np.mean(target_stats.counts))},
+                  "targets_truncated": scored.truncated,
+                  "scored_tokens_per_sample": float(np.mean(scored_tokens))},
         "training": {"steps": len(train_log), "first_loss": train_log[0]["loss"] if train_log else None,
                      "final_loss": train_log[-1]["loss"] if train_log else None},
         "attacks": {a.name: {**attack_metrics[a.name], "family": a.family, "time_s": attack_time[a.name],

@@ -72,7 +72,8 @@ def build_tiny_llama():
     # and the model could not fit anything; tests need a model that can memorise
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=96, intermediate_size=256, num_hidden_layers=4,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, initializer_range=0.1, eos_token_id=0, pad_token_id=0, bos_token_id=None)
+                         tie_word_embeddings=True, initializer_range=0.1, eos_token_id=0, pad_token_id=0,
+                         bos_token_id=None)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the same random model every time
         model = LlamaForCausalLM(config)

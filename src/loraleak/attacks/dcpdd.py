@@ -11,8 +11,9 @@ import numpy as np
 from .registry import scalar_attack
 
 
-@scalar_attack("dc-pdd", a=0.01, corpus="", citation="Zhang et al., Pretraining Data Detection for Large Language Models: "
-                                          "A Divergence-based Calibration Method, EMNLP 2024",
+@scalar_attack("dc-pdd", a=0.01, corpus="",
+               citation="Zhang et al., Pretraining Data Detection for Large Language Models: "
+                        "A Divergence-based Calibration Method, EMNLP 2024",
                note="reference token frequencies from the population split (+ a local corpus), not a web corpus")
 def dc_pdd(view, a, corpus):
     freq = view.evidence.token_frequencies(corpus)

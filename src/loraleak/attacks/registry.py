@@ -20,7 +20,7 @@ FAMILIES = ("reference-free", "pretrained-reference", "reference-model", "shadow
 @dataclass(frozen=True)
 class ExtraAdapter:
     """A further LoRA adapter an attack needs (reference, shadow, ...): trained by the runner with the
-    target's recipe (lora, train sections) on `data(split, tokenizer)`, on the one resident model,
+    target's recipe (lora, train sections) on `data(split, evidence)`, on the one resident model,
     then readable as model role `name`."""
     name: str
     data: Callable  # (split, evidence) -> list[Example]
