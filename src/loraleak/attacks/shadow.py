@@ -17,14 +17,14 @@ reference samples z are the population split.
 import numpy as np
 from scipy.stats import norm
 
-from ..scoring import register_variant, scored_starts
+from ..scoring import EvidenceError, register_variant, scored_starts
 from .registry import Attack, ExtraAdapter, register
 
 
 def keep_matrix(k: int, n: int, seed: int) -> np.ndarray:
     """[k, n] bool: shadow i trains on pool sample j; every column has exactly k/2 True."""
     if k < 2 or k % 2:
-        raise ValueError(f"shadow attacks need an even number of shadows k >= 2, got {k}")
+        raise EvidenceError(f"shadow attacks need an even number of shadows k >= 2, got k={k} (attack_params)")
     return np.random.default_rng(seed).uniform(size=(k, n)).argsort(0) < k // 2
 
 
