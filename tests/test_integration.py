@@ -25,8 +25,9 @@ def test_gguf_conversion_cache_is_exact_and_reused(monkeypatch):
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, direct(input_ids=ids).logits)
     assert cached_tok(("x = 1")).input_ids == tok("x = 1").input_ids and cached_tok.pad_token is not None
-    cache = models._gguf_cache_dir(gguf)
+    cache = models.ALIASES["smollm2-135m"].cache_dir()
     assert "quantization_config" not in json.loads((cache / "config.json").read_text())
+    assert models.parameter_count(models.ALIASES["smollm2-135m"]) == 134_515_008
     monkeypatch.setattr(models, "convert_gguf", lambda *a: pytest.fail("converted twice"))
     models.load_model("smollm2-135m", "bfloat16")  # second load comes from the safetensors cache
 

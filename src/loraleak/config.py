@@ -39,6 +39,16 @@ class TaskConfig:
     name: str = REQUIRED  # registered task, e.g. "docstring"
     max_prompt_tokens: int = 96  # prompt is cut to this many tokens (its head is kept)
     max_response_tokens: int = 32  # response is cut to this many tokens (its head is kept)
+    # for the generic tasks jsonl:PATH, csv:PATH and hf:NAME[:CONFIG] (registered tasks ignore them)
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    text_field: str = "text"  # used when a row has no prompt/response: the whole text is the response
+    id_field: str = "id"  # rows without it get FILE:ROW
+    hf_split: str = "train"
+
+    def options(self) -> dict:
+        """What the task loader takes."""
+        return {k: getattr(self, k) for k in ("prompt_field", "response_field", "text_field", "id_field", "hf_split")}
 
 
 @dataclass
@@ -75,6 +85,7 @@ class ScoringConfig:
 
 @dataclass
 class EvalConfig:
+    utility: bool = True  # measure the task utility of the fine-tuned and pre-trained models on held-out data
     bootstrap: int = 200  # resamples for the confidence intervals (0 = none)
     confidence: float = 0.95
     seed: int = 0

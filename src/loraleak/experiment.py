@@ -22,7 +22,8 @@ import torch
 from . import __version__, report
 from .attacks import check_params, params_for, resolve
 from .config import Config
-from .data import TASKS, TaskError, dedup, encode_examples, load_task, make_split, write_manifest
+from . import utility
+from .data import SKIPPED, dedup, encode_examples, get_task, load_task, make_split, shift_check, write_manifest
 from .finetune import (active_adapter, add_lora, attach_lora, load_adapter, load_extra_adapter, save_adapter,
                        train_lora)
 from .metrics import evaluate
@@ -32,6 +33,7 @@ from .scoring import Evidence
 STAGE_SECTIONS = {
     "adapter": ("model", "task", "split", "lora", "train"),
     "stats": ("model", "task", "split", "lora", "train", "scoring"),
+    "utility": ("model", "task", "split", "lora", "train", "scoring"),
 }
 
 
@@ -60,8 +62,7 @@ class Stages:
 def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     attacks = resolve(cfg.attacks)  # fail on a bad name before any heavy work
     check_params(cfg.attack_params)
-    if cfg.task.name not in TASKS:
-        raise TaskError(f"unknown task '{cfg.task.name}'; registered tasks: {', '.join(sorted(TASKS))}")
+    task = get_task(cfg.task.name)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     stages, timings = Stages(out, cfg), {}
@@ -74,9 +75,11 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
 
     with timed("load_model"):
         model, tok = load_model(cfg.model.name, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
-                                allow_pickle=cfg.model.allow_pickle)
+                                allow_pickle=cfg.model.allow_pickle, echo=echo)
     with timed("data"):
-        examples, duplicates = dedup(load_task(cfg.task.name))
+        # a classification task repeats its few responses by design: only repeated texts are duplicates
+        examples, duplicates = dedup(load_task(cfg.task.name, **cfg.task.options()),
+                                     by_response=task.kind != "classification")
         split = make_split(examples, cfg.split.members, cfg.split.nonmembers, cfg.split.population,
                            cfg.split.seed, cfg.task.name)
         write_manifest(split, out / "manifest.jsonl")
@@ -122,6 +125,10 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     with timed("metrics"):
         attack_metrics = {name: evaluate(labels, s, cfg.eval.bootstrap, cfg.eval.confidence, cfg.eval.seed)
                           for name, s in scores.items()}
+    task_utility = None
+    if cfg.eval.utility:
+        with timed("utility"):
+            task_utility = measure_utility(peft_model, tok, task, split, caps, cfg, stages, out, progress)
     family_time: dict[str, float] = {}
     for a in attacks:
         family_time[a.family] = round(family_time.get(a.family, 0.0) + attack_time[a.name], 3)
@@ -132,13 +139,17 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
         "loraleak_version": __version__,
         "config": cfg.to_dict(),
         "split": {**split.sizes(), "pool_after_dedup": len(examples), "duplicates_dropped": duplicates,
+                  "records_skipped": dict(SKIPPED.get(cfg.task.name, {})),
                   "members_truncated": members.truncated,
                   "targets_truncated": scored.truncated,
-                  "scored_tokens_per_sample": float(np.mean(scored_tokens))},
+                  "scored_tokens_per_sample": float(np.mean(scored_tokens)),
+                  "shift_check": shift_check(split.members, split.nonmembers)},
+        "task": {"name": cfg.task.name, "kind": task.kind, "choices": list(task.choices)},
         "training": {"steps": len(train_log), "first_loss": train_log[0]["loss"] if train_log else None,
                      "final_loss": train_log[-1]["loss"] if train_log else None},
         "attacks": {a.name: {**attack_metrics[a.name], "family": a.family, "time_s": attack_time[a.name],
                              "citation": a.citation} for a in attacks},
+        "utility": task_utility,
         "family_time_s": family_time,
         "forward_passes": evidence.passes,
         "environment": environment(),
@@ -147,6 +158,19 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     report.write(out, results, report.scores_frame([ex.id for ex in split.targets], labels, scores),
                  report.roc_frame(labels, scores))
     return results
+
+
+def measure_utility(peft_model, tok, task, split, caps, cfg: Config, stages: Stages, out: Path, progress: bool):
+    """Utility of the fine-tuned and the pre-trained model on the held-out (non-member) examples;
+    passes and generations are cached in OUT/utility/ while the stage's inputs are unchanged."""
+    where = out / "utility"
+    if not stages.fresh("utility"):
+        shutil.rmtree(where, ignore_errors=True)
+        stages.mark("utility")
+    held_out = utility.HeldOut(peft_model, tok, split.nonmembers, lambda exs: encode_examples(exs, tok, *caps),
+                               batch_size=cfg.scoring.batch_size, cache_dir=where, progress=progress,
+                               choices=task.choices)
+    return utility.measure(held_out, task, cfg.task.max_response_tokens, where)
 
 
 def prepare_extra_adapter(spec, peft_model, split, evidence, cfg: Config, stages: Stages, out: Path, echo,

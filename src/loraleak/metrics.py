@@ -78,3 +78,28 @@ def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, see
         out["ci"] = {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in draws.items()}
         out["ci_level"] = confidence
     return out
+
+
+# --- task utility: how well the fine-tuned model does its job (pure functions too) ----------------
+
+def rouge_l(predictions: list[str], references: list[str]) -> float:
+    """Mean ROUGE-L F1 (the `rouge-score` package, Porter stemming) of predictions against references."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]))
+
+
+def perplexity(token_logprobs: np.ndarray) -> float:
+    """exp of the mean negative log-likelihood over all tokens pooled (corpus-level, token-weighted)."""
+    return float(np.exp(-np.mean(np.asarray(token_logprobs, dtype=np.float64))))
+
+
+def classification(true: list[str], predicted: list[str]) -> dict:
+    """Accuracy and macro-F1 (scikit-learn) of predicted labels."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(true, predicted)),
+            "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0))}

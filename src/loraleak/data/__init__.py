@@ -2,8 +2,9 @@
 population split and its manifest; `encoding` tokenizes examples for training and scoring."""
 
 from .encoding import Encoded, encode_examples, right_pad
-from .split import Split, dedup, make_split, read_manifest, write_manifest
-from .tasks import TASKS, Example, TaskError, load_task, register_task
+from .split import Split, dedup, make_split, read_manifest, shift_check, write_manifest
+from .tasks import SKIPPED, TASKS, Example, Task, TaskError, get_task, load_task, register_task
 
-__all__ = ["Encoded", "encode_examples", "right_pad", "Split", "dedup", "make_split", "read_manifest",
-           "write_manifest", "TASKS", "Example", "TaskError", "load_task", "register_task"]
+__all__ = ["Encoded", "encode_examples", "right_pad", "Split", "dedup", "make_split", "read_manifest", "shift_check",
+           "write_manifest", "SKIPPED", "TASKS", "Example", "Task", "TaskError", "get_task", "load_task",
+           "register_task"]

@@ -29,7 +29,10 @@ def encode_examples(examples, tokenizer, max_prompt_tokens: int, max_response_to
     responses = tokenizer([ex.response for ex in examples], add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     ids, starts, truncated = [], [], 0
+    # a text-only example has an empty prompt: start it with BOS (or EOS) so its first token is predicted
+    start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos]
     for p, r in zip(prompts, responses):
+        p = p or start
         cut = len(p) > max_prompt_tokens or len(r) > max_response_tokens
         truncated += cut
         if len(p) > max_prompt_tokens:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,18 +44,40 @@ def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", s).strip().lower()
 
 
-def dedup(examples: list[Example]) -> tuple[list[Example], int]:
-    """Drop repeated examples: same text up to whitespace/case, or same response (a shared docstring
-    or subject line would let a non-member ride on a member's memorisation). First occurrence wins."""
+def dedup(examples: list[Example], by_response: bool = True) -> tuple[list[Example], int]:
+    """Drop repeated examples: same text up to whitespace/case, or (`by_response`) same response: a
+    shared docstring or subject line would let a non-member ride on a member's memorisation. A
+    classification task's few responses are shared by design: pass by_response=False there.
+    First occurrence wins."""
     seen_text, seen_resp, kept = set(), set(), []
     for ex in examples:
         t, r = _norm(ex.text), _norm(ex.response)
-        if t in seen_text or r in seen_resp:
+        if t in seen_text or (by_response and r in seen_resp):
             continue
         seen_text.add(t)
         seen_resp.add(r)
         kept.append(ex)
     return kept, len(examples) - len(kept)
+
+
+def shift_check(members: list[Example], nonmembers: list[Example]) -> dict:
+    """Are members and non-members alike? Character lengths (mean, median, two-sample KS test) and
+    word overlap (Jaccard of the word-type sets, cosine of the word-count vectors). A random split
+    of one pool should give a small KS statistic and a cosine near 1."""
+    from scipy.stats import ks_2samp
+
+    groups = (members, nonmembers)
+    lengths = [np.array([len(ex.text) for ex in group], float) for group in groups]
+    a, b = [Counter(w for ex in group for w in re.findall(r"\w+", ex.text.lower())) for group in groups]
+    ks = ks_2samp(*lengths)
+    dot = sum(a[w] * b[w] for w in a.keys() & b.keys())
+    norm = np.sqrt(sum(v * v for v in a.values()) * sum(v * v for v in b.values()))
+    union = a.keys() | b.keys()
+    return {"member_mean_chars": float(lengths[0].mean()), "member_median_chars": float(np.median(lengths[0])),
+            "nonmember_mean_chars": float(lengths[1].mean()), "nonmember_median_chars": float(np.median(lengths[1])),
+            "length_ks_statistic": float(ks.statistic), "length_ks_pvalue": float(ks.pvalue),
+            "vocab_jaccard": len(a.keys() & b.keys()) / len(union) if union else 1.0,
+            "unigram_cosine": float(dot / norm) if norm else 1.0}
 
 
 def make_split(examples: list[Example], members: int, nonmembers: int, population: int, seed: int,
