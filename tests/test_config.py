@@ -41,3 +41,43 @@ def test_fingerprint_tracks_only_its_sections():
     a, b = from_dict(BASE), from_dict({**BASE, "scoring": {"batch_size": 3}})
     assert a.fingerprint("model", "train") == b.fingerprint("model", "train")
     assert a.fingerprint("scoring") != b.fingerprint("scoring")
+
+
+def test_grid_is_the_product_of_sweep_and_variants():
+    from loraleak.config import expand_grid
+    data = {**BASE, "output_dir": "runs/g", "train": {"epochs": [1, 3]},  # a list for a scalar: a sweep
+            "sweep": {"lora.r": [4, 8]},
+            "variants": [{"name": "none"}, {"name": "dropout", "lora.dropout": 0.1}]}
+    cells = expand_grid(data)
+    assert len(cells) == 8 and len({c.name for c in cells}) == 8
+    c = next(c for c in cells if c.name == "dropout_r=8_epochs=3")
+    assert (c.config.lora.r, c.config.train.epochs, c.config.lora.dropout) == (8, 3, 0.1)
+    assert c.settings == {"lora.r": 8, "train.epochs": 3, "lora.dropout": 0.1}
+    assert c.config.output_dir == "runs/g/cells/dropout_r=8_epochs=3"
+    single = expand_grid({**BASE, "lora": {"target_modules": ["q_proj", "k_proj"]}})  # a list field is no sweep
+    assert len(single) == 1 and single[0].config.lora.target_modules == ["q_proj", "k_proj"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"sweep": {"train.epochs": 3}}, "'sweep' must map dotted keys to non-empty lists"),
+    ({"variants": [{"name": "a"}, {"name": "a"}]}, "two grid cells are both named 'a'"),
+    ({"variants": [{"name": "x", "train.epoch": 2}]}, r"cfg.yaml \(cell x\): unknown key 'train.epoch'"),
+    ({"dp": {"delta": 2}}, "'dp.delta' in \\(0, 1\\)"),
+    ({"lora": {"exclude_layers": ["last"]}}, "'lora.exclude_layers' must be a list of integers"),
+])
+def test_bad_grids_and_defenses_name_the_problem(extra, message):
+    from loraleak.config import expand_grid
+    with pytest.raises(ConfigError, match=message):
+        expand_grid({**BASE, **extra}, source="cfg.yaml")
+
+
+def test_every_example_config_expands_into_valid_cells():
+    from pathlib import Path
+
+    from loraleak.config import load_grid
+    files = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(files) >= 8
+    for f in files:
+        cells = load_grid(f)
+        assert len(cells) >= 3, f.name
+        assert all(c.config.output_dir.startswith("runs/") for c in cells)

@@ -41,21 +41,30 @@ def main(argv=None) -> int:
 
 
 def cmd_run(args) -> int:
-    from .config import load_config
-    from .experiment import run
-    from .report import table, utility_line
+    from .config import load_grid
+    from .experiment import run, run_grid
+    from .report import grid_markdown, table, utility_line
 
     overrides = list(args.set)
     if args.output:
         overrides.append(f"output_dir={args.output}")
     if args.attacks:
         overrides.append(f"attacks=[{args.attacks}]")
-    cfg = load_config(args.config, overrides)
+    cells = load_grid(args.config, overrides)
+    if len(cells) > 1:
+        frame = run_grid(cells, progress=not args.no_progress)
+        out = cells[0].config.output_dir.rsplit("/cells/", 1)[0]
+        print(f"\n{len(cells)} cells\n" + grid_markdown(frame))
+        print(f"wrote {out}/ (grid.csv, grid.md, privacy_utility.png; cells/NAME/ per cell) "
+              f"in {frame['time_s'].sum():.0f} s")
+        return 0
+    cfg = cells[0].config
     results = run(cfg, progress=not args.no_progress)
     s, t = results["split"], results["timings_s"]
+    dp = f"; DP-SGD epsilon {results['privacy']['epsilon']:.2f} at delta {cfg.dp.delta:g}" if results["privacy"] else ""
     print(f"\n{cfg.model.name} on {cfg.task.name}: {s['members']} members vs {s['nonmembers']} non-members "
           f"({cfg.model.dtype}, LoRA r={cfg.lora.r} on {','.join(cfg.lora.target_modules)}, "
-          f"{cfg.train.epochs} epochs; final train loss {results['training']['final_loss']:.3f})")
+          f"{cfg.train.epochs} epochs; final train loss {results['training']['final_loss']:.3f}{dp})")
     print(table(results["attacks"]))
     if results["utility"]:
         print(utility_line(results["utility"]))

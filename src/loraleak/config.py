@@ -7,10 +7,13 @@ except `model.name` and `task.name`, which a file must give. The embedded defaul
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -63,8 +66,14 @@ class SplitConfig:
 class LoraConfig:
     r: int = 8
     alpha: int = 16
-    dropout: float = 0.0
+    dropout: float = 0.0  # defense: LoRA dropout (PEFT lora_dropout) on the adapter's input
+    # module names, or one preset: attention | attention+mlp | all-linear
     target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
+    layers: list[int] = field(default_factory=list)  # the layers that get adapters; empty = all
+    # defense: no adapters on the first k / last k layers / these layers (negative indices count from the end)
+    exclude_first: int = 0
+    exclude_last: int = 0
+    exclude_layers: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +84,17 @@ class TrainConfig:
     weight_decay: float = 0.0
     loss_on: str = "response"  # response | full
     seed: int = 0
+
+
+@dataclass
+class DPConfig:
+    """Defense: DP-SGD on the target adapter (Opacus: per-sample clipping, Gaussian noise, Poisson
+    sampling, RDP accountant). Attacker-side adapters (reference, shadows) train without it."""
+    enabled: bool = False
+    noise_multiplier: float = 1.0
+    epsilon: float = 0.0  # > 0: target epsilon; the noise multiplier is computed for it (and overrides the above)
+    max_grad_norm: float = 1.0  # per-sample clipping bound C
+    delta: float = 1e-5
 
 
 @dataclass
@@ -98,6 +118,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     attacks: list = field(default_factory=lambda: ["loss", "loss-pt"])
@@ -167,6 +188,9 @@ def _coerce(tp, value, key: str, source: str):
     elif tp is dict:
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise ConfigError(f"{source}: '{key}' must map names to mappings, e.g. {{mope: {{n: 10}}}}, got {value!r}")
+    elif typing.get_origin(tp) is list:  # list[int]
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{source}: '{key}' must be a list of integers, got {value!r}")
     elif tp is list:
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -190,6 +214,12 @@ def _validate(cfg: Config, source: str) -> Config:
         raise ConfigError(f"{source}: 'split.population' must be >= 0, got {cfg.split.population}")
     if not 0.0 <= cfg.lora.dropout < 1.0:
         raise ConfigError(f"{source}: 'lora.dropout' must be in [0, 1), got {cfg.lora.dropout}")
+    for key in ("lora.exclude_first", "lora.exclude_last", "dp.noise_multiplier", "dp.epsilon"):
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{source}: '{key}' must be >= 0, got {_get(cfg, key)}")
+    if cfg.dp.max_grad_norm <= 0 or not 0 < cfg.dp.delta < 1:
+        raise ConfigError(f"{source}: 'dp.max_grad_norm' must be > 0 and 'dp.delta' in (0, 1), got "
+                          f"{cfg.dp.max_grad_norm} and {cfg.dp.delta}")
     if not cfg.attacks:
         raise ConfigError(f"{source}: 'attacks' is empty; name at least one attack (see `loraleak attacks`)")
     return cfg
@@ -226,8 +256,83 @@ def default_config_text() -> str:
     return resources.files("loraleak").joinpath("configs/default.yaml").read_text()
 
 
+@dataclass
+class Cell:
+    """One point of a grid: its name, the values that set it apart, its full config."""
+    name: str
+    settings: dict
+    config: Config
+
+
+SCALARS = (int, float, str, bool)
+
+
+def expand_grid(data: dict, source: str = "<config>") -> list[Cell]:
+    """The cells of a raw config: the product of `sweep:` (dotted key -> list of values; a list given
+    for a scalar setting, e.g. `train: {epochs: [1, 3, 5]}`, is a sweep of it too) and `variants:`
+    (a list of named sets of overrides, e.g. `{name: dropout, lora.dropout: 0.1}`). Without either,
+    one cell: the config itself, writing to output_dir. Otherwise cell NAME writes to
+    output_dir/cells/NAME."""
+    data = copy.deepcopy(data)
+    sweep = data.pop("sweep", None) or {}
+    variants = data.pop("variants", None) or [{}]
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ConfigError(f"{source}: 'sweep' must map dotted keys to non-empty lists, e.g. "
+                          f"{{train.epochs: [1, 3, 5]}}, got {sweep!r}")
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError(f"{source}: 'variants' must be a list of mappings, e.g. [{{name: dropout, "
+                          f"lora.dropout: 0.1}}], got {variants!r}")
+    for section, cls in typing.get_type_hints(Config).items():
+        if dataclasses.is_dataclass(cls) and isinstance(data.get(section), dict):
+            hints = typing.get_type_hints(cls)
+            for key, value in list(data[section].items()):
+                if isinstance(value, list) and hints.get(key) in SCALARS:
+                    sweep[f"{section}.{key}"] = data[section].pop(key)
+    if not sweep and variants == [{}]:
+        return [Cell("default", {}, from_dict(data, source))]
+    keys, cells = list(sweep), []
+    for values in itertools.product(*sweep.values()):
+        for variant in variants:
+            variant = dict(variant)
+            label = str(variant.pop("name", ""))
+            settings = {**dict(zip(keys, values)), **variant}
+            cell = copy.deepcopy(data)
+            for dotted, value in settings.items():
+                _set(cell, dotted, value, source)
+            name = "_".join([label] * bool(label) + [f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values)])
+            name = re.sub(r"[^\w.=+-]+", "-", name) or "default"
+            cell["output_dir"] = str(Path(data.get("output_dir", Config.output_dir)) / "cells" / name)
+            cells.append(Cell(name, settings, from_dict(cell, f"{source} (cell {name})")))
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: two grid cells are both named '{next(n for n in names if names.count(n) > 1)}'; "
+                          "give every variant a distinct name")
+    return cells
+
+
+def _set(data: dict, dotted: str, value, source: str) -> None:
+    node, parts = data, dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: '{dotted}' goes through '{part}', which is not a section")
+    node[parts[-1]] = value
+
+
+def load_grid(path: str | Path | None = None, overrides: list[str] = ()) -> list[Cell]:
+    """Like `load_config`, but a config with `sweep:` / `variants:` (or a list for a scalar setting)
+    gives one cell per grid point."""
+    source, data = _read(path)
+    return expand_grid(apply_overrides(data, list(overrides)), source)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Load `path` (or the embedded default when None), apply `--set` overrides, validate."""
+    source, data = _read(path)
+    return from_dict(apply_overrides(data, list(overrides)), source)
+
+
+def _read(path: str | Path | None) -> tuple[str, dict]:
     if path is None:
         source, text = "default config", default_config_text()
     else:
@@ -242,4 +347,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (model:, task:, ...)")
-    return from_dict(apply_overrides(data, list(overrides)), source)
+    return source, data

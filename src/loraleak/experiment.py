@@ -17,23 +17,40 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from . import __version__, report
+from . import __version__, report, utility
 from .attacks import check_params, params_for, resolve
-from .config import Config
-from . import utility
-from .data import SKIPPED, dedup, encode_examples, get_task, load_task, make_split, shift_check, write_manifest
-from .finetune import (active_adapter, add_lora, attach_lora, load_adapter, load_extra_adapter, save_adapter,
-                       train_lora)
+from .config import Cell, Config
+from .data import (
+    SKIPPED,
+    dedup,
+    encode_examples,
+    get_task,
+    load_task,
+    make_split,
+    shift_check,
+    write_manifest,
+)
+from .finetune import (
+    active_adapter,
+    add_lora,
+    attach_lora,
+    load_adapter,
+    load_extra_adapter,
+    save_adapter,
+    train_lora,
+    train_lora_dp,
+)
 from .metrics import evaluate
 from .models import load_model
 from .scoring import Evidence
 
 STAGE_SECTIONS = {
-    "adapter": ("model", "task", "split", "lora", "train"),
-    "stats": ("model", "task", "split", "lora", "train", "scoring"),
-    "utility": ("model", "task", "split", "lora", "train", "scoring"),
+    "adapter": ("model", "task", "split", "lora", "train", "dp"),
+    "stats": ("model", "task", "split", "lora", "train", "dp", "scoring"),
+    "utility": ("model", "task", "split", "lora", "train", "dp", "scoring"),
 }
 
 
@@ -59,7 +76,9 @@ class Stages:
         self.path.write_text(json.dumps(self.done, indent=2))
 
 
-def run(cfg: Config, progress: bool = True, echo=print) -> dict:
+def run(cfg: Config, progress: bool = True, echo=print, base=None) -> dict:
+    """One experiment. `base`: an already loaded (model, tokenizer) to fine-tune, left as it came
+    (adapters removed) when the run ends: a grid reuses one resident base model for every cell."""
     attacks = resolve(cfg.attacks)  # fail on a bad name before any heavy work
     check_params(cfg.attack_params)
     task = get_task(cfg.task.name)
@@ -74,8 +93,8 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
         timings[name] = round(time.perf_counter() - t0, 3)
 
     with timed("load_model"):
-        model, tok = load_model(cfg.model.name, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
-                                allow_pickle=cfg.model.allow_pickle, echo=echo)
+        model, tok = base or load_model(cfg.model.name, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
+                                        allow_pickle=cfg.model.allow_pickle, echo=echo)
     with timed("data"):
         # a classification task repeats its few responses by design: only repeated texts are duplicates
         examples, duplicates = dedup(load_task(cfg.task.name, **cfg.task.options()),
@@ -93,11 +112,18 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
             echo(f"[loraleak] reusing the adapter in {adapter_dir}")
             peft_model = load_adapter(model, adapter_dir)
             train_log = [json.loads(line) for line in open(adapter_dir / "train_log.jsonl")]
+            privacy = json.loads((adapter_dir / "privacy.json").read_text()) if cfg.dp.enabled else None
         else:
             stages.forget("stats")
             peft_model = attach_lora(model, cfg.lora, cfg.train.seed)
-            train_log = train_lora(peft_model, members, cfg.train, pad_id, progress)
+            privacy = None
+            if cfg.dp.enabled:
+                train_log, privacy = train_lora_dp(peft_model, members, cfg.train, cfg.dp, pad_id, progress)
+            else:
+                train_log = train_lora(peft_model, members, cfg.train, pad_id, progress)
             save_adapter(peft_model, adapter_dir, train_log)
+            if privacy:
+                (adapter_dir / "privacy.json").write_text(json.dumps(privacy, indent=2) + "\n")
             write_manifest(split, adapter_dir / "manifest.jsonl")
             stages.mark("adapter")
 
@@ -145,8 +171,10 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
                   "scored_tokens_per_sample": float(np.mean(scored_tokens)),
                   "shift_check": shift_check(split.members, split.nonmembers)},
         "task": {"name": cfg.task.name, "kind": task.kind, "choices": list(task.choices)},
-        "training": {"steps": len(train_log), "first_loss": train_log[0]["loss"] if train_log else None,
-                     "final_loss": train_log[-1]["loss"] if train_log else None},
+        "training": {"steps": len(train_log), "first_loss": _finite(train_log, 0), "final_loss": _finite(train_log, -1),
+                     "trainable_parameters": sum(p.numel() for n, p in peft_model.named_parameters()
+                                                 if "lora_" in n and ".default." in n)},
+        "privacy": privacy,
         "attacks": {a.name: {**attack_metrics[a.name], "family": a.family, "time_s": attack_time[a.name],
                              "citation": a.citation} for a in attacks},
         "utility": task_utility,
@@ -157,7 +185,38 @@ def run(cfg: Config, progress: bool = True, echo=print) -> dict:
     }
     report.write(out, results, report.scores_frame([ex.id for ex in split.targets], labels, scores),
                  report.roc_frame(labels, scores))
+    if base is not None:
+        peft_model.unload()  # every adapter out: the base model is as it came, for the next cell
     return results
+
+
+def _finite(log: list[dict], i: int):
+    """The first (i = 0) or last (i = -1) finite training loss (a DP step on an empty batch has none)."""
+    losses = [row["loss"] for row in (log if i == 0 else reversed(log)) if np.isfinite(row["loss"])]
+    return losses[0] if losses else None
+
+
+def run_grid(cells: list[Cell], progress: bool = True, echo=print) -> pd.DataFrame:
+    """Every cell of a grid, one after another, on one resident base model per (model, dtype): each
+    cell fine-tunes its own adapter on it and removes it when done. Cells already finished are
+    reused (each is resumable like a single run). Writes OUT/grid.csv, grid.md, privacy_utility.png."""
+    loaded: dict[tuple, tuple] = {}
+    rows = []
+    for i, cell in enumerate(cells, 1):
+        m = cell.config.model
+        key = (m.name, m.dtype, m.trust_remote_code, m.allow_pickle)
+        if key not in loaded:
+            loaded.clear()  # one resident model at a time
+            loaded[key] = load_model(m.name, m.dtype, trust_remote_code=m.trust_remote_code,
+                                     allow_pickle=m.allow_pickle, echo=echo)
+        echo(f"[loraleak] cell {i}/{len(cells)}: {cell.name}")
+        t0 = time.perf_counter()
+        res = run(cell.config, progress, echo, base=loaded[key])
+        rows.append(report.grid_row(cell, res, time.perf_counter() - t0))
+    frame = pd.DataFrame(rows)
+    out = Path(cells[0].config.output_dir).parent.parent
+    report.write_grid(out, frame)
+    return frame
 
 
 def measure_utility(peft_model, tok, task, split, caps, cfg: Config, stages: Stages, out: Path, progress: bool):

@@ -16,28 +16,52 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from .config import LoraConfig, TrainConfig
+from .config import DPConfig, LoraConfig, TrainConfig
 from .data import Encoded, right_pad
 
+TARGET_PRESETS = {
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "all-linear": "all-linear",  # PEFT's own: every linear layer but the output head
+}
 
-def peft_config(lora: LoraConfig) -> PeftLoraConfig:
-    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+def adapted_layers(lora: LoraConfig, n_layers: int) -> list[int] | None:
+    """The layer indices that get adapters (None: all), after `lora.layers` and the exclusion defense."""
+    bad = [i for i in [*lora.layers, *lora.exclude_layers] if not -n_layers <= i < n_layers]
+    if bad:
+        raise ValueError(f"lora.layers / lora.exclude_layers name layer {bad[0]}, but the model has {n_layers} "
+                         f"layers (0..{n_layers - 1}, or -1..-{n_layers} from the end)")
+    excluded = ({i % n_layers for i in lora.exclude_layers} | set(range(min(lora.exclude_first, n_layers)))
+                | set(range(max(0, n_layers - lora.exclude_last), n_layers)))
+    kept = [i for i in sorted({i % n_layers for i in lora.layers} or range(n_layers)) if i not in excluded]
+    if not kept:
+        raise ValueError(f"lora.layers and the exclusions leave no layer of {n_layers} with an adapter")
+    return None if kept == list(range(n_layers)) else kept
+
+
+def peft_config(lora: LoraConfig, n_layers: int) -> PeftLoraConfig:
+    targets = lora.target_modules
+    targets = TARGET_PRESETS[targets[0]] if len(targets) == 1 and targets[0] in TARGET_PRESETS else list(targets)
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                          layers_to_transform=adapted_layers(lora, n_layers), task_type="CAUSAL_LM")
 
 
 def attach_lora(model, lora: LoraConfig, seed: int) -> PeftModel:
     """Wrap `model` in a PeftModel with a fresh adapter; initialisation (A random, B = 0) is seeded."""
+    config = peft_config(lora, model.config.num_hidden_layers)
     torch.manual_seed(seed)
     try:
-        return get_peft_model(model, peft_config(lora))
+        return get_peft_model(model, config)
     except ValueError as e:
         raise ValueError(f"lora.target_modules {list(lora.target_modules)} do not fit this model: {e}") from None
 
 
 def add_lora(peft_model: PeftModel, name: str, lora: LoraConfig, seed: int) -> None:
     """A further fresh adapter `name` on the same resident model (reference, shadow, ...)."""
+    config = peft_config(lora, peft_model.base_model.model.config.num_hidden_layers)
     torch.manual_seed(seed)
-    peft_model.add_adapter(name, peft_config(lora))
+    peft_model.add_adapter(name, config)
 
 
 @contextmanager
@@ -61,6 +85,15 @@ def collate(encoded: Encoded, idx, pad_id: int, loss_on: str = "response"):
     return ids, mask, labels
 
 
+def _descend(opt, loss: torch.Tensor, step: int, lr: float) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
+                                 f"lower train.lr (now {lr}) or use model.dtype: float32")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def train_lora(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, pad_id: int,
                progress: bool = True, desc: str = "fine-tune") -> list[dict]:
     """Train the active adapter of `peft_model` in place on `encoded`; return the per-step log."""
@@ -80,12 +113,7 @@ def train_lora(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, pad_
             ids, mask, labels = collate(encoded, order[b * train.batch_size:(b + 1) * train.batch_size],
                                         pad_id, train.loss_on)
             loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
-                                         f"lower train.lr (now {train.lr}) or use model.dtype: float32")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _descend(opt, loss, step, train.lr)
             log.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
             sched.step()
             step += 1
@@ -94,6 +122,69 @@ def train_lora(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, pad_
     bar.close()
     peft_model.eval()
     return log
+
+
+def response_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean NLL of the labelled tokens ([B, T] logits' next-token predictions; -100 = ignored)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    target = labels[:, 1:]
+    keep = target != -100
+    nll = -logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * keep
+    return nll.sum(1) / keep.sum(1).clamp(min=1)
+
+
+def train_lora_dp(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, dp: DPConfig, pad_id: int,
+                  progress: bool = True, desc: str = "fine-tune (DP-SGD)") -> tuple[list[dict], dict]:
+    """DP-SGD (Abadi et al., CCS 2016) on the active adapter with Opacus: Poisson-sampled batches
+    (rate q = batch_size / n), each sample's gradient of its own mean NLL clipped to
+    dp.max_grad_norm, Gaussian noise of std noise_multiplier x max_grad_norm on the sum, then AdamW
+    (the optimizer only post-processes the privatised gradient). Opacus' RDP accountant gives epsilon
+    at dp.delta. Returns the per-step log and the privacy record."""
+    from opacus import GradSampleModule
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.optimizers import DPOptimizer
+
+    n = len(encoded)
+    q = min(1.0, train.batch_size / n)
+    steps = train.epochs * -(-n // train.batch_size)
+    sigma = (get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta, sample_rate=q, steps=steps,
+                                  accountant="rdp") if dp.epsilon > 0 else dp.noise_multiplier)
+    torch.manual_seed(train.seed)
+    rng = np.random.default_rng(train.seed)
+    # hooks on the trainable (LoRA) linear layers; the frozen base, rotary buffers included, is left alone
+    gsm = GradSampleModule(peft_model, loss_reduction="mean", strict=False)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = DPOptimizer(torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay), noise_multiplier=sigma,
+                      max_grad_norm=dp.max_grad_norm, expected_batch_size=train.batch_size,
+                      generator=torch.Generator().manual_seed(train.seed))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt.original_optimizer, lambda s: 1.0 - s / steps)
+    accountant, log = RDPAccountant(), []
+    peft_model.train()
+    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step")
+    try:
+        for step in range(steps):
+            idx = np.flatnonzero(rng.random(n) < q)  # Poisson sampling: what the accountant assumes
+            accountant.step(noise_multiplier=sigma, sample_rate=q)
+            if len(idx):  # an empty batch releases nothing; accounting it anyway only overstates epsilon
+                ids, mask, labels = collate(encoded, idx, pad_id, train.loss_on)
+                per_sample = response_nll(gsm(input_ids=ids, attention_mask=mask).logits, labels)
+                loss = per_sample.mean()
+                _descend(opt, loss, step, train.lr)  # DPOptimizer: clip per sample, add noise, then AdamW
+            log.append({"step": step, "epoch": step * train.batch_size // n, "batch": len(idx),
+                        "loss": loss.item() if len(idx) else float("nan"), "lr": sched.get_last_lr()[0]})
+            sched.step()
+            bar.update()
+    finally:
+        bar.close()
+        gsm.remove_hooks()
+        for p in params:
+            p.grad_sample = None
+    peft_model.eval()
+    privacy = {"epsilon": float(accountant.get_epsilon(delta=dp.delta)), "delta": dp.delta,
+               "noise_multiplier": float(sigma), "max_grad_norm": dp.max_grad_norm, "sample_rate": q,
+               "steps": steps, "accountant": "rdp (Opacus)"}
+    return log, privacy
 
 
 def save_adapter(peft_model: PeftModel, out: Path, log: list[dict], name: str = "default") -> None:

@@ -77,3 +77,92 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+# --- grids: one row per cell, a table and the privacy-utility plot ---------------------------------
+
+PRIMARY_UTILITY = {"classification": "accuracy", "generation": "rouge_l"}
+
+
+def grid_row(cell, results: dict, seconds: float) -> dict:
+    """What a grid table shows of one cell: its settings, epsilon, the best attack, every attack's AUC
+    and TPR@1%FPR, and utility of the fine-tuned and the pre-trained model."""
+    attacks, u, p = results["attacks"], results.get("utility"), results.get("privacy")
+    best = max(attacks, key=lambda a: attacks[a]["auc"])
+    row = {"cell": cell.name, **{k: _plain(v) for k, v in cell.settings.items()},
+           "epsilon": p["epsilon"] if p else float("inf"),
+           "best_attack": best, "best_auc": attacks[best]["auc"],
+           "best_tpr@1%fpr": max(a["tpr@0.01fpr"] for a in attacks.values())}
+    if u:
+        metric = PRIMARY_UTILITY[u["kind"]]
+        row.update({"utility_metric": metric, "utility": u["target"][metric], "utility_pretrained": u["pretrained"][metric]})
+        row.update({f"{k}": v for k, v in u["target"].items() if k != metric})
+    row.update({f"auc:{a}": m["auc"] for a, m in attacks.items()})
+    row.update({f"tpr@1%fpr:{a}": m["tpr@0.01fpr"] for a, m in attacks.items()})
+    row.update({"final_train_loss": results["training"]["final_loss"], "time_s": round(seconds, 1),
+                "output": results["config"]["output_dir"]})
+    return row
+
+
+def _plain(v):
+    return ",".join(map(str, v)) if isinstance(v, list) else v
+
+
+def grid_markdown(frame: pd.DataFrame) -> str:
+    """The grid as a Markdown table: settings, epsilon, best attack, utility, then each attack's
+    AUC / TPR@1%FPR."""
+    attacks = [c.split(":", 1)[1] for c in frame.columns if c.startswith("auc:")]
+    lead = [c for c in frame.columns if c not in ("output", "time_s", "final_train_loss", "utility_metric")
+            and ":" not in c and c not in ("best_attack", "best_auc", "best_tpr@1%fpr", "utility",
+                                           "utility_pretrained", "perplexity", "macro_f1", "epsilon")]
+    metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
+    head = lead + ["epsilon", "best attack (AUC)", "best TPR@1%FPR"]
+    head += [f"{metric} (fine-tuned / pre-trained)"] if metric else []
+    head += [f"{a} AUC / TPR@1%" for a in attacks] + ["time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in frame.iterrows():
+        cells = [str(r[c]) for c in lead]
+        cells += ["-" if np.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}", f"{r['best_attack']} ({r['best_auc']:.3f})",
+                  f"{r['best_tpr@1%fpr']:.3f}"]
+        cells += [f"{r['utility']:.3f} / {r['utility_pretrained']:.3f}"] if metric else []
+        cells += [f"{r[f'auc:{a}']:.3f} / {r[f'tpr@1%fpr:{a}']:.3f}" for a in attacks]
+        cells += [f"{r['time_s'] / 60:.1f} min"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
+    """x: the fine-tuned model's utility; y: best-attack AUC (left) and best TPR@1%FPR (right); one
+    labelled point per cell. The pre-trained model (no adapter: utility for free, nothing leaked)
+    marks where fine-tuning starts from."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
+    x = frame["utility"] if metric else np.arange(len(frame))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, col, label, chance in ((axes[0], "best_auc", "best attack AUC", 0.5),
+                                   (axes[1], "best_tpr@1%fpr", "best TPR at 1% FPR", 0.01)):
+        ax.scatter(x, frame[col], zorder=3)
+        for xi, yi, name in zip(x, frame[col], frame["cell"]):
+            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if metric:
+            pre = frame["utility_pretrained"].iloc[0]
+            ax.scatter([pre], [chance], marker="x", color="k", zorder=3)
+            ax.annotate("pre-trained", (pre, chance), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.axhline(chance, color="k", lw=0.6, ls=":")
+        ax.set(xlabel=f"utility: {metric.replace('_', '-')} of the fine-tuned model on held-out data" if metric
+               else "cell", ylabel=label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("privacy-utility trade-off (up = more leakage, right = more useful)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def write_grid(out: Path, frame: pd.DataFrame) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "grid.csv", index=False)
+    (out / "grid.md").write_text(grid_markdown(frame))
+    plot_privacy_utility(frame, out / "privacy_utility.png")

@@ -1,26 +1,23 @@
 """SaMIA (Kaneko et al., 2024): label-only, for targets that only expose generated text.
 
 Split x's scored tokens in half; sample n continuations of (prompt + first half) from the target;
-score = mean ROUGE-1 F1 between each continuation and x's true second half (unigrams of
-whitespace-separated words, counts clipped). A member's suffix is what the model tends to write.
+score = mean ROUGE-1 F1 (the `rouge-score` package) between each continuation and x's true
+second half. A member's suffix is what the model tends to write.
 Departure: the prefix always includes the task prompt (the attacker knows the task's format).
 """
 
-from collections import Counter
-
 import numpy as np
+from rouge_score import rouge_scorer
 
 from ..generation import sample_continuations
 from .registry import Attack, register
 
+_ROUGE1 = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+
 
 def rouge1_f1(candidate: str, reference: str) -> float:
-    c, r = Counter(candidate.split()), Counter(reference.split())
-    overlap = sum((c & r).values())
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / sum(c.values()), overlap / sum(r.values())
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-1 F1 from the `rouge-score` package (its tokenizer: lowercase alphanumeric words, no stemming)."""
+    return _ROUGE1.score(reference, candidate)["rouge1"].fmeasure
 
 
 def prefix_and_suffix(ev):
