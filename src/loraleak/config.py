@@ -263,6 +263,10 @@ class Cell:
     settings: dict
     config: Config
 
+    def values(self, keys) -> dict:
+        """This cell's value of each dotted key (also of keys another cell varies and this one keeps)."""
+        return {k: _get(self.config, k) for k in keys}
+
 
 SCALARS = (int, float, str, bool)
 

@@ -23,26 +23,9 @@ import torch
 from . import __version__, report, utility
 from .attacks import check_params, params_for, resolve
 from .config import Cell, Config
-from .data import (
-    SKIPPED,
-    dedup,
-    encode_examples,
-    get_task,
-    load_task,
-    make_split,
-    shift_check,
-    write_manifest,
-)
-from .finetune import (
-    active_adapter,
-    add_lora,
-    attach_lora,
-    load_adapter,
-    load_extra_adapter,
-    save_adapter,
-    train_lora,
-    train_lora_dp,
-)
+from .data import SKIPPED, dedup, encode_examples, get_task, load_task, make_split, shift_check, write_manifest
+from .finetune import (active_adapter, add_lora, attach_lora, load_adapter, load_extra_adapter, save_adapter,
+                       train_lora, train_lora_dp)
 from .metrics import evaluate
 from .models import load_model
 from .scoring import Evidence
@@ -201,7 +184,7 @@ def run_grid(cells: list[Cell], progress: bool = True, echo=print) -> pd.DataFra
     cell fine-tunes its own adapter on it and removes it when done. Cells already finished are
     reused (each is resumable like a single run). Writes OUT/grid.csv, grid.md, privacy_utility.png."""
     loaded: dict[tuple, tuple] = {}
-    rows = []
+    rows, keys = [], list(dict.fromkeys(k for cell in cells for k in cell.settings))  # what the grid varies
     for i, cell in enumerate(cells, 1):
         m = cell.config.model
         key = (m.name, m.dtype, m.trust_remote_code, m.allow_pickle)
@@ -212,7 +195,7 @@ def run_grid(cells: list[Cell], progress: bool = True, echo=print) -> pd.DataFra
         echo(f"[loraleak] cell {i}/{len(cells)}: {cell.name}")
         t0 = time.perf_counter()
         res = run(cell.config, progress, echo, base=loaded[key])
-        rows.append(report.grid_row(cell, res, time.perf_counter() - t0))
+        rows.append(report.grid_row(cell, res, time.perf_counter() - t0, keys))
     frame = pd.DataFrame(rows)
     out = Path(cells[0].config.output_dir).parent.parent
     report.write_grid(out, frame)

@@ -84,12 +84,12 @@ def _jsonable(o):
 PRIMARY_UTILITY = {"classification": "accuracy", "generation": "rouge_l"}
 
 
-def grid_row(cell, results: dict, seconds: float) -> dict:
-    """What a grid table shows of one cell: its settings, epsilon, the best attack, every attack's AUC
+def grid_row(cell, results: dict, seconds: float, keys: list[str] = ()) -> dict:
+    """What a grid table shows of one cell: its value of every setting the grid varies (`keys`), epsilon, the best attack, every attack's AUC
     and TPR@1%FPR, and utility of the fine-tuned and the pre-trained model."""
     attacks, u, p = results["attacks"], results.get("utility"), results.get("privacy")
     best = max(attacks, key=lambda a: attacks[a]["auc"])
-    row = {"cell": cell.name, **{k: _plain(v) for k, v in cell.settings.items()},
+    row = {"cell": cell.name, **{k: _plain(v) for k, v in (keys and cell.values(keys) or cell.settings).items()},
            "epsilon": p["epsilon"] if p else float("inf"),
            "best_attack": best, "best_auc": attacks[best]["auc"],
            "best_tpr@1%fpr": max(a["tpr@0.01fpr"] for a in attacks.values())}
@@ -145,8 +145,11 @@ def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
     for ax, col, label, chance in ((axes[0], "best_auc", "best attack AUC", 0.5),
                                    (axes[1], "best_tpr@1%fpr", "best TPR at 1% FPR", 0.01)):
         ax.scatter(x, frame[col], zorder=3)
-        for xi, yi, name in zip(x, frame[col], frame["cell"]):
-            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        xs, ys = np.asarray(x, float), np.asarray(frame[col], float)
+        dx, dy = (np.ptp(xs) or 1.0) * 0.04, (np.ptp(ys) or 1.0) * 0.04
+        for i, name in enumerate(frame["cell"]):
+            near = sum(abs(xs[j] - xs[i]) < dx and abs(ys[j] - ys[i]) < dy for j in range(i))
+            ax.annotate(name, (xs[i], ys[i]), textcoords="offset points", xytext=(5, 3 - 9 * near), fontsize=7)
         if metric:
             pre = frame["utility_pretrained"].iloc[0]
             ax.scatter([pre], [chance], marker="x", color="k", zorder=3)
