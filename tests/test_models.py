@@ -1,6 +1,11 @@
+import hashlib
+import sys
+
 import pytest
 import torch
 
+from loraleak import models
+from loraleak.cli import main
 from loraleak.models import ModelError, load_model
 
 
@@ -39,12 +44,6 @@ def test_pickle_checkpoints_are_refused_by_default(tmp_path, tiny):
 
 
 # --- bundled aliases: on-demand packages, assembly, checks, listing ----------------------------------
-
-import hashlib  # noqa: E402
-import sys  # noqa: E402
-
-from loraleak import models  # noqa: E402
-from loraleak.cli import main  # noqa: E402
 
 
 def test_every_gguf_alias_pins_its_packages_pieces_and_checksum():

