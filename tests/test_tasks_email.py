@@ -279,7 +279,7 @@ def test_shift_check():
 def test_real_spamassassin_corpus(real_cache):
     root = real_cache / "data" / "spamassassin"
     if not (root / "source.json").exists():
-        pytest.skip(f"SpamAssassin corpus not fetched into {root}; run loraleak with task 'spam' once to fetch it")
+        pytest.skip(f"SpamAssassin corpus not fetched into {root}; fetch it with `loraleak data fetch spamassassin` (make test does)")
     source = json.loads((root / "source.json").read_text())
     records, skipped = load_corpus(root)
     raw = collections.Counter(spamassassin.GROUPS[g] for g, n in source["counts"].items() for _ in range(n))

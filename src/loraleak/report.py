@@ -89,14 +89,14 @@ def grid_row(cell, results: dict, seconds: float, keys: list[str] = ()) -> dict:
     and TPR@1%FPR, and utility of the fine-tuned and the pre-trained model."""
     attacks, u, p = results["attacks"], results.get("utility"), results.get("privacy")
     best = max(attacks, key=lambda a: attacks[a]["auc"])
-    row = {"cell": cell.name, **{k: _plain(v) for k, v in (keys and cell.values(keys) or cell.settings).items()},
+    row = {"cell": cell.name, **{k: _plain(v) for k, v in cell.values(keys or cell.settings).items()},
            "epsilon": p["epsilon"] if p else float("inf"),
            "best_attack": best, "best_auc": attacks[best]["auc"],
            "best_tpr@1%fpr": max(a["tpr@0.01fpr"] for a in attacks.values())}
     if u:
         metric = PRIMARY_UTILITY[u["kind"]]
         row.update({"utility_metric": metric, "utility": u["target"][metric], "utility_pretrained": u["pretrained"][metric]})
-        row.update({f"{k}": v for k, v in u["target"].items() if k != metric})
+        row.update({k: v for k, v in u["target"].items() if k != metric})
     row.update({f"auc:{a}": m["auc"] for a, m in attacks.items()})
     row.update({f"tpr@1%fpr:{a}": m["tpr@0.01fpr"] for a, m in attacks.items()})
     row.update({"final_train_loss": results["training"]["final_loss"], "time_s": round(seconds, 1),
@@ -112,9 +112,7 @@ def grid_markdown(frame: pd.DataFrame) -> str:
     """The grid as a Markdown table: settings, epsilon, best attack, utility, then each attack's
     AUC / TPR@1%FPR."""
     attacks = [c.split(":", 1)[1] for c in frame.columns if c.startswith("auc:")]
-    lead = [c for c in frame.columns if c not in ("output", "time_s", "final_train_loss", "utility_metric")
-            and ":" not in c and c not in ("best_attack", "best_auc", "best_tpr@1%fpr", "utility",
-                                           "utility_pretrained", "perplexity", "macro_f1", "epsilon")]
+    lead = list(frame.columns[:frame.columns.get_loc("epsilon")])  # the cell and the settings it varies
     metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
     head = lead + ["epsilon", "best attack (AUC)", "best TPR@1%FPR"]
     head += [f"{metric} (fine-tuned / pre-trained)"] if metric else []
