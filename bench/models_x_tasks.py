@@ -6,6 +6,7 @@ Each pair is a separate `loraleak run` (a fresh process, so every wall time incl
 from its safetensors cache); the same sizes and recipe for all pairs (SIZES below, --set to change).
 Writes OUT/table.md and prints it. Runs one pair at a time: two PyTorch jobs on 2 cores slow each other
 10-20x, so nothing else should run beside it.
+The measured table, with the date, machine and config that produced it: docs/results/models_x_tasks.md.
 """
 
 import argparse
@@ -34,8 +35,11 @@ def main() -> None:
             where = out / f"{model}_{task}"
             sets = [f"model.name={model}", f"task.name={task}", *SIZES, *args.set]
             t0 = time.perf_counter()
-            proc = subprocess.run([loraleak, "run", "--no-progress", "--output", str(where),
-                                   *[x for s in sets for x in ("--set", s)]], capture_output=True, text=True)
+            proc = subprocess.run(
+                [loraleak, "run", "--no-progress", "--output", str(where), *[x for s in sets for x in ("--set", s)]],
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - t0
             where.mkdir(parents=True, exist_ok=True)
             (where / "wall_s.txt").write_text(f"{wall:.1f}\n")
@@ -47,8 +51,11 @@ def main() -> None:
 
 
 def render(out: Path, models, tasks) -> str:
-    rows = ["| model | task | members/non-members | loss AUC | loss-pt AUC | best attack (AUC) | TPR@1%FPR of best "
-            "| utility fine-tuned | utility pre-trained | wall time |", "|" + "---|" * 10]
+    rows = [
+        "| model | task | members/non-members | loss AUC | loss-pt AUC | best attack (AUC) | TPR@1%FPR of best "
+        "| utility fine-tuned | utility pre-trained | wall time |",
+        "|" + "---|" * 10,
+    ]
     for model in models:
         for task in tasks:
             where = out / f"{model}_{task}"
@@ -59,12 +66,17 @@ def render(out: Path, models, tasks) -> str:
             a = r["attacks"]
             best = max(a, key=lambda k: a[k]["auc"])
             u = r["utility"]
-            fmt = lambda m: ", ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in m.items())
+
+            def fmt(m):
+                return ", ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in m.items())
+
             wall = float((where / "wall_s.txt").read_text())
-            rows.append(f"| {model} | {task} | {r['split']['members']}/{r['split']['nonmembers']} | "
-                        f"{a['loss']['auc']:.3f} | {a['loss-pt']['auc']:.3f} | {best} ({a[best]['auc']:.3f}) | "
-                        f"{a[best]['tpr@0.01fpr']:.3f} | {fmt(u['target'])} | {fmt(u['pretrained'])} | "
-                        f"{wall / 60:.1f} min |")
+            rows.append(
+                f"| {model} | {task} | {r['split']['members']}/{r['split']['nonmembers']} | "
+                f"{a['loss']['auc']:.3f} | {a['loss-pt']['auc']:.3f} | {best} ({a[best]['auc']:.3f}) | "
+                f"{a[best]['tpr@0.01fpr']:.3f} | {fmt(u['target'])} | {fmt(u['pretrained'])} | "
+                f"{wall / 60:.1f} min |"
+            )
     return "\n".join(rows) + "\n"
 
 

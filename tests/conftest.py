@@ -1,12 +1,18 @@
 import pytest
 from helpers import toy_examples
 
-from loraleak.data import register_task
-from loraleak.models import cache_root
+from loraleak.cache import cache_root
+from loraleak.data import TASKS, register_task
 
 REAL_CACHE = cache_root()  # the user's cache, read before any test isolates LORALEAK_CACHE
 
-register_task("toy")(lambda: toy_examples())
+
+@pytest.fixture(autouse=True, scope="session")
+def _toy_task():
+    """The "toy" task for every test; unregistered at the end, as any test's own registrations are."""
+    with TASKS.restored():
+        register_task("toy")(lambda: toy_examples())
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -24,4 +30,5 @@ def real_cache():
 @pytest.fixture
 def tiny():
     from loraleak.models import load_model
+
     return load_model("tiny-llama", "float32")

@@ -11,16 +11,17 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
 from helpers import toy_examples
+from scipy.stats import norm
 
 from loraleak.attacks import ATTACKS, FAMILIES, calibrated_by_pretrained, resolve
+from loraleak.attacks.shadow import shadow_name
 from loraleak.config import LoraConfig
 from loraleak.data import Example, encode_examples
 from loraleak.finetune import active_adapter, add_lora, attach_lora
 from loraleak.metrics import auc
 from loraleak.models import load_model
-from loraleak.attacks.shadow import shadow_name
+from loraleak.registry import UnknownName
 from loraleak.scoring import Evidence
 
 
@@ -43,10 +44,17 @@ def make_evidence(randomise_adapter: bool):
                 if "lora_B" in name:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     examples = mixed_length_examples()
-    ev = Evidence(peft_model, tok, examples[:12], encode=lambda exs: encode_examples(exs, tok, 64, 64),
-                  batch_size=5, population=examples[12:], progress=False)
+    ev = Evidence(
+        peft_model,
+        tok,
+        examples[:12],
+        encode=lambda exs: encode_examples(exs, tok, 64, 64),
+        batch_size=5,
+        population=examples[12:],
+        progress=False,
+    )
     for name in ["reference", "spv-reference"] + [shadow_name(i, 4, 0) for i in range(4)]:
-        ev.add_role(name, lambda name=name: active_adapter(peft_model, name))
+        ev.add_role(name, lambda name=name: active_adapter(peft_model, name))  # no cache_dir: no key needed
     return ev, peft_model, tok, examples
 
 
@@ -56,6 +64,7 @@ def setup():
 
 
 # ---- plain re-computation ----------------------------------------------------------------------
+
 
 def plain_ids(tok, prompt, response):
     p = tok(prompt).input_ids
@@ -70,7 +79,7 @@ def plain_positions(model, ids, start, pretrained):
                 logits = model(input_ids=torch.tensor([ids])).logits[0]
         else:
             logits = model(input_ids=torch.tensor([ids])).logits[0]
-    rows = torch.log_softmax(logits.double(), -1).numpy()[start - 1:len(ids) - 1]
+    rows = torch.log_softmax(logits.double(), -1).numpy()[start - 1 : len(ids) - 1]
     return rows, np.array(ids[start:])
 
 
@@ -80,7 +89,7 @@ def plain_token_lp(model, ids, start, pretrained):
 
 
 def lowest_mean(v, k):
-    return float(np.mean(sorted(v)[:max(1, int(len(v) * k))]))
+    return float(np.mean(sorted(v)[: max(1, int(len(v) * k))]))
 
 
 def plain_nll_and_grads(model, ids, start, pretrained, wrt):
@@ -91,7 +100,7 @@ def plain_nll_and_grads(model, ids, start, pretrained, wrt):
     ctx = model.disable_adapter() if pretrained else torch.enable_grad()
     with ctx, torch.enable_grad():
         logits = model(inputs_embeds=embeds).logits[0]
-        lp = torch.log_softmax(logits[start - 1:len(ids) - 1].double(), -1)
+        lp = torch.log_softmax(logits[start - 1 : len(ids) - 1].double(), -1)
         nll = -lp[torch.arange(len(ids) - start), torch.tensor(ids[start:])].mean()
         target = [embeds] if wrt == "x" else lora
         grads = torch.autograd.grad(nll, target, allow_unused=True)
@@ -112,7 +121,7 @@ def plain_perturbed_nll(model, ids, start, pretrained, sigma, index, seed):
         return -plain_token_lp(model, ids, start, pretrained).mean()
     finally:
         with torch.no_grad():
-            for p, s in zip(params, saved):
+            for p, s in zip(params, saved, strict=True):
                 p.copy_(s)
 
 
@@ -136,6 +145,7 @@ def plain_pv(model, ids, start, adapter, m=2, scale=0.5, seed=0):
     emb = model.get_input_embeddings()
     model.set_adapter(adapter)
     try:
+
         def nll(sign, i):
             x = emb(torch.tensor([ids]))
             if sign:
@@ -144,8 +154,9 @@ def plain_pv(model, ids, start, adapter, m=2, scale=0.5, seed=0):
                 x = x + sign * noise[torch.tensor([ids])]
             with torch.no_grad():
                 logits = model(inputs_embeds=x).logits[0]
-            lp = torch.log_softmax(logits[start - 1:len(ids) - 1].double(), -1)
+            lp = torch.log_softmax(logits[start - 1 : len(ids) - 1].double(), -1)
             return float(-lp[torch.arange(len(ids) - start), torch.tensor(ids[start:])].mean())
+
         return -nll(0, 0) - np.mean([(-nll(+1, i) - nll(-1, i)) / 2 for i in range(m)])
     finally:
         model.set_adapter("default")
@@ -156,8 +167,10 @@ def plain_score(name, model, tok, examples, population, ex, pretrained, index=No
     lp = plain_token_lp(model, ids, s, pretrained)
     nll = -lp.mean()
     if name == "neighbourhood":
-        nb = [-plain_token_lp(model, plain_neighbour(model, tok, ids, s, index, j), s, pretrained).mean()
-              for j in range(5)]
+        nb = [
+            -plain_token_lp(model, plain_neighbour(model, tok, ids, s, index, j), s, pretrained).mean()
+            for j in range(5)
+        ]
         return np.mean(nb) - nll
     if name == "mope":
         return np.mean([plain_perturbed_nll(model, ids, s, pretrained, **MOPE, index=i) for i in range(2)]) - nll
@@ -190,34 +203,52 @@ def plain_score(name, model, tok, examples, population, ex, pretrained, index=No
         counts = Counter(t for e in population for t in tok(e.prompt + e.response).input_ids)
         total, vocab = sum(counts.values()), len(tok)
         seen, alphas = set(), []
-        for t, l in zip(ids[s:], lp):
+        for t, logp in zip(ids[s:], lp, strict=True):
             if t in seen:
                 continue
             seen.add(t)
             f = (counts[t] + 1) / (total + vocab)
-            alphas.append(min(np.exp(l) * np.log(1 / f), 0.01))
+            alphas.append(min(np.exp(logp) * np.log(1 / f), 0.01))
         return float(np.mean(alphas))
     raise KeyError(name)
 
 
 MOPE = {"sigma": 0.05, "seed": 0}
 PARAMS = {"mope": {"n": 2, **MOPE}}
-BASE_ATTACKS = ["loss", "zlib", "lowercase", "min-k", "min-k++", "neighbourhood", "mope", "gradnorm-x", "recall",
-                "dc-pdd"]
+BASE_ATTACKS = [
+    "loss",
+    "zlib",
+    "lowercase",
+    "min-k",
+    "min-k++",
+    "neighbourhood",
+    "mope",
+    "gradnorm-x",
+    "recall",
+    "dc-pdd",
+]
 
 
 @pytest.mark.parametrize("name", BASE_ATTACKS)
 def test_fast_path_matches_plain_recomputation(setup, name):
     ev, model, tok, examples = setup
     targets, population = examples[:12], examples[12:]
-    plain = lambda pre: np.array([plain_score(name, model, tok, examples, population, ex, pre, index=i)
-                                  for i, ex in enumerate(targets)])
+
+    def plain(pre):
+        return np.array(
+            [plain_score(name, model, tok, examples, population, ex, pre, index=i) for i, ex in enumerate(targets)]
+        )
+
     ft, pt = plain(False), plain(True)
     # scores that are differences (neighbourhood, MoPe, every -pt) are as exact as their terms:
     # within 1e-5 of the terms' size (fp32 forward), which is the NLL's
     tol = 1e-5 * max(1.0, np.abs(ATTACKS["loss"](ev)).max())
-    np.testing.assert_allclose(ATTACKS[name](ev, **PARAMS.get(name, {})), ft, rtol=1e-5,
-                               atol=tol if name in ("neighbourhood", "mope") else 1e-7)
+    np.testing.assert_allclose(
+        ATTACKS[name](ev, **PARAMS.get(name, {})),
+        ft,
+        rtol=1e-5,
+        atol=tol if name in ("neighbourhood", "mope") else 1e-7,
+    )
     np.testing.assert_allclose(ATTACKS[f"{name}-pt"](ev, **PARAMS.get(name, {})), ft - pt, rtol=1e-5, atol=tol)
 
 
@@ -230,7 +261,10 @@ def test_gradnorm_theta_matches_plain_recomputation(setup):
 
 def test_reference_attack_matches_plain_recomputation(setup):
     ev, model, tok, examples = setup
-    nll = lambda ex: -plain_token_lp(model, *plain_ids(tok, ex.prompt, ex.response), False).mean()
+
+    def nll(ex):
+        return -plain_token_lp(model, *plain_ids(tok, ex.prompt, ex.response), False).mean()
+
     ft = np.array([nll(ex) for ex in examples[:12]])
     model.set_adapter("reference")
     try:
@@ -253,16 +287,18 @@ def test_spv_mia_matches_plain_recomputation(setup):
 def plain_shadow_scores(model, tok, samples, pool_offset, k=4, seed=0):
     """phi (mean token log-likelihood) under the target and each shadow, and the IN mask, written out:
     pool = population (4) + targets (12); each pool sample is IN for exactly k/2 shadows."""
+
     def phi(ex, adapter):
         model.set_adapter(adapter)
         try:
             return plain_token_lp(model, *plain_ids(tok, ex.prompt, ex.response), False).mean()
         finally:
             model.set_adapter("default")
+
     target = np.array([phi(ex, "default") for ex in samples])
     shadows = np.array([[phi(ex, shadow_name(i, k, seed)) for ex in samples] for i in range(k)])
     order = np.random.default_rng(seed).uniform(size=(k, 16)).argsort(0)
-    keep = (order < k // 2)[:, pool_offset:pool_offset + len(samples)]
+    keep = (order < k // 2)[:, pool_offset : pool_offset + len(samples)]
     return target, shadows, keep
 
 
@@ -276,23 +312,27 @@ def test_shadow_attacks_match_plain_recomputation(setup):
         mu = np.array([sh[mask[:, j], j].mean() for j in range(len(phi))])
         resid = [sh[i, j] - mu[j] for i in range(4) for j in range(len(phi)) if mask[i, j]]
         return mu, np.sqrt(np.sum(np.square(resid)) / (len(resid) - len(phi)))
+
     mu_out, sd_out = fit(~keep)
     mu_in, sd_in = fit(keep)
     # phi is exact to 1e-5 of its size (fp32 forward); the scores divide differences of phi by sd
     tol = 1e-5 * np.abs(phi).max() / min(sd_in, sd_out)
     np.testing.assert_allclose(ATTACKS["lira-offline"](ev), (phi - mu_out) / sd_out, rtol=1e-5, atol=tol)
     lira_online = norm.logpdf(phi, mu_in, sd_in) - norm.logpdf(phi, mu_out, sd_out)
-    np.testing.assert_allclose(ATTACKS["lira-online"](ev), lira_online, rtol=1e-5,
-                               atol=tol * np.abs((phi - mu_in) / sd_in).max() * 2 + tol ** 2)
+    np.testing.assert_allclose(
+        ATTACKS["lira-online"](ev), lira_online, rtol=1e-5, atol=tol * np.abs((phi - mu_in) / sd_in).max() * 2 + tol**2
+    )
 
     zphi, zsh, zkeep = plain_shadow_scores(model, tok, population, 0)
     for online, name in ((True, "rmia-online"), (False, "rmia-offline")):
-        def ratio(p, s, kp):
+
+        def ratio(p, s, kp, online=online):
             if online:
                 px = np.exp(s).mean(0)
             else:
                 px = np.array([0.5 * (1.3 * np.exp(s[~kp[:, j], j]).mean() + 0.7) for j in range(len(p))])
             return np.exp(p) / px
+
         rx, rz = ratio(phi, sh, keep), ratio(zphi, zsh, zkeep)
         plain = [np.mean([rx[j] / rz[m] >= 1.0 for m in range(len(rz))]) for j in range(len(rx))]
         np.testing.assert_allclose(ATTACKS[name](ev), plain)
@@ -300,6 +340,7 @@ def test_shadow_attacks_match_plain_recomputation(setup):
 
 def test_rouge1_by_hand():
     from loraleak.attacks.samia import rouge1_f1
+
     # candidate "a b b c", reference "b b d": overlap 2 (b twice), P = 2/4, R = 2/3, F1 = 4/7
     assert rouge1_f1("a b b c", "b b d") == pytest.approx(4 / 7)
     assert rouge1_f1("x", "y") == 0.0 and rouge1_f1("same words", "same words") == 1.0
@@ -309,6 +350,7 @@ def test_samia_scores_follow_their_formula(setup, monkeypatch):
     """SaMIA's sampling is replaced by a known 'model' (a random one writes no words), so the test
     checks the prefix / suffix split, ROUGE-1 and the averaging against the texts it chose."""
     import loraleak.attacks.samia as samia
+
     ev, model, tok, examples = setup
     prompts, suffixes = [], []
     for ex in examples[:12]:
@@ -317,7 +359,9 @@ def test_samia_scores_follow_their_formula(setup, monkeypatch):
         prompts.append(tuple(ids[:cut]))
         suffixes.append(tok.decode(ids[cut:], skip_special_tokens=True))
     # continuation j of sample i: its true suffix, one word of it, or nothing in common
-    fake = {p: [suf, suf.split()[0] if suf.split() else "", "zzz qqq"] for p, suf in zip(prompts, suffixes)}
+    fake = {
+        p: [suf, suf.split()[0] if suf.split() else "", "zzz qqq"] for p, suf in zip(prompts, suffixes, strict=True)
+    }
     calls = Counter()
 
     def sampler(model, tokenizer, prompts, max_new_tokens, seed, batch_size):
@@ -343,6 +387,7 @@ def test_samia_scores_follow_their_formula(setup, monkeypatch):
 
 def test_self_prompted_generation_is_seeded(setup):
     from loraleak.attacks.generation import self_prompted_examples
+
     ev, model, tok, examples = setup
     a = self_prompted_examples(ev, examples[:5], 8, seed=3)
     b = self_prompted_examples(ev, examples[:5], 8, seed=3)
@@ -355,16 +400,23 @@ def test_mope_restores_the_weights_exactly(setup):
     ev, model, *_ = setup
     before = [p.detach().clone() for p in model.parameters()]
     ATTACKS["mope-pt"](ev, n=1, sigma=0.1, seed=7)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert any(p["pass"].endswith("@mope-sigma=0.1-i=0-seed=7") for p in ev.passes)
 
 
 def test_every_registered_attack_is_checked_here():
     scalar = {a.name for a in ATTACKS.values() if a.scalar}
     assert scalar == set(BASE_ATTACKS)
-    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {"gradnorm-theta", "reference", "spv-mia",
-                                                                 "lira-offline", "lira-online", "rmia-offline",
-                                                                 "rmia-online", "samia"}
+    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {
+        "gradnorm-theta",
+        "reference",
+        "spv-mia",
+        "lira-offline",
+        "lira-online",
+        "rmia-offline",
+        "rmia-online",
+        "samia",
+    }
 
 
 def test_at_lora_initialisation_every_pt_score_is_zero():
@@ -418,5 +470,5 @@ def test_presets():
 def test_resolve_presets_and_unknown_names():
     assert [a.name for a in resolve(["loss-pt", "all"])][0] == "loss-pt"
     assert {a.name for a in resolve(["fast"])} >= {"loss", "loss-pt"}
-    with pytest.raises(KeyError, match="unknown attack 'los'; did you mean 'loss'"):
+    with pytest.raises(UnknownName, match="unknown attack 'los'; did you mean 'loss'"):
         resolve(["los"])

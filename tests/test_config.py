@@ -1,27 +1,56 @@
-import pytest
+import dataclasses
 
-from loraleak.config import ConfigError, from_dict, load_config
+import pytest
+import yaml
+
+from loraleak.cache import extra_adapter_key, target_key
+from loraleak.config import Config, ConfigError, from_dict, load_config, render_yaml
 
 BASE = {"model": {"name": "tiny-llama"}, "task": {"name": "toy"}}
 
 
-def test_embedded_default_loads_and_meets_the_issue():
+def test_embedded_default_is_the_declared_defaults_and_the_demo_settings():
     cfg = load_config(None)
-    assert cfg.model.name == "smollm2-135m" and cfg.task.name == "docstring"
+    assert cfg == Config() == from_dict({})
+    assert (cfg.model.name, cfg.task.name, cfg.train.epochs, cfg.attacks) == (
+        "smollm2-135m",
+        "docstring",
+        5,
+        ["one-pass"],
+    )
     assert cfg.split.members >= 200 and cfg.split.nonmembers >= 200
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"task": {"name": "toy"}}, "missing required key 'model'"),
-    ({"model": {}, "task": {"name": "toy"}}, "missing required key 'model.name'"),
-    ({**BASE, "trian": {"epochs": 2}}, "unknown key 'trian'; did you mean 'train'"),
-    ({**BASE, "train": {"epoch": 2}}, "unknown key 'train.epoch'; did you mean 'epochs'"),
-    ({**BASE, "train": {"epochs": "three"}}, "'train.epochs' must be int"),
-    ({**BASE, "train": {"loss_on": "prompt"}}, "'train.loss_on' is 'prompt'; choose one of response, full"),
-    ({**BASE, "split": {"members": 0}}, "'split.members' must be > 0"),
-    ({**BASE, "attacks": []}, "'attacks' is empty"),
-    ({**BASE, "attack_params": {"mope": 3}}, "'attack_params' must map names to mappings"),
-])
+def test_loraleak_config_prints_every_field_with_help_and_loads_back_to_the_defaults(capsys):
+    from loraleak.cli import main
+
+    assert main(["config"]) == 0
+    text = capsys.readouterr().out
+    assert text == render_yaml() and from_dict(yaml.safe_load(text)) == Config()
+    lines = text.splitlines()
+    for section in dataclasses.fields(Config):
+        value = getattr(Config(), section.name)
+        fields = dataclasses.fields(value) if dataclasses.is_dataclass(value) else [section]
+        indent = "  " if dataclasses.is_dataclass(value) else ""
+        start = lines.index(f"{section.name}:") if indent else 0
+        for f in fields:
+            i = next(i for i, line in enumerate(lines) if i > start and line.startswith(f"{indent}{f.name}:"))
+            assert lines[i - 1].startswith(f"{indent}# {f.metadata['help']}"), f.name
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"model": "tiny-llama"}, "'model' must be a mapping of keys to values"),
+        ({**BASE, "trian": {"epochs": 2}}, "unknown key 'trian'; did you mean 'train'"),
+        ({**BASE, "train": {"epoch": 2}}, "unknown key 'train.epoch'; did you mean 'epochs'"),
+        ({**BASE, "train": {"epochs": "three"}}, "'train.epochs' must be int"),
+        ({**BASE, "train": {"loss_on": "prompt"}}, "'train.loss_on' is 'prompt'; choose one of response, full"),
+        ({**BASE, "split": {"members": 0}}, "'split.members' must be > 0"),
+        ({**BASE, "attacks": []}, "'attacks' is empty"),
+        ({**BASE, "attack_params": {"mope": 3}}, "'attack_params' must map names to mappings"),
+    ],
+)
 def test_bad_config_names_the_problem(data, message):
     with pytest.raises(ConfigError, match="cfg.yaml: " + message.replace("(", r"\(").replace("[", r"\[")):
         from_dict(data, source="cfg.yaml")
@@ -30,24 +59,43 @@ def test_bad_config_names_the_problem(data, message):
 def test_file_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: {name: tiny-llama}\ntask: {name: toy}\ntrain: {epochs: 2}\n")
-    cfg = load_config(f, ["train.epochs=5", "lora.target_modules=[q_proj, k_proj]"])
+    cfg = load_config(f, overrides=["train.epochs=5", "lora.target_modules=[q_proj, k_proj]"])
     assert cfg.train.epochs == 5 and cfg.lora.target_modules == ["q_proj", "k_proj"]
     assert cfg.train.lr == 1e-3  # untouched keys keep their defaults
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_fingerprint_tracks_only_its_sections():
-    a, b = from_dict(BASE), from_dict({**BASE, "scoring": {"batch_size": 3}})
-    assert a.fingerprint("model", "train") == b.fingerprint("model", "train")
-    assert a.fingerprint("scoring") != b.fingerprint("scoring")
+def test_cache_keys_track_exactly_their_inputs():
+    from loraleak.attacks import ExtraAdapter
+
+    a = from_dict(BASE)
+    same = [
+        from_dict({**BASE, "scoring": {"batch_size": 3}}),
+        from_dict({**BASE, "eval": {"bootstrap": 0}}),
+        from_dict({**BASE, "output_dir": "elsewhere", "attacks": ["zlib"]}),
+    ]
+    assert all(target_key(b) == target_key(a) for b in same)
+    assert target_key(from_dict({**BASE, "train": {"lr": 0.02}})) != target_key(a)
+    ref = ExtraAdapter("reference", data=list, seed_offset=1)
+    spv = ExtraAdapter("spv-reference", data=list, inputs={"max_new_tokens": 32}, reads_target=True)
+    dp = from_dict({**BASE, "dp": {"enabled": True}})
+    assert extra_adapter_key(dp, ref) == extra_adapter_key(a, ref)  # attacker adapters train without DP
+    assert extra_adapter_key(dp, spv) != extra_adapter_key(a, spv)  # ... but spv's data comes from the target
+    assert extra_adapter_key(same[0], spv) != extra_adapter_key(a, spv)  # and its generation batches
+    assert extra_adapter_key(a, dataclasses.replace(spv, inputs={"max_new_tokens": 16})) != extra_adapter_key(a, spv)
 
 
 def test_grid_is_the_product_of_sweep_and_variants():
     from loraleak.config import expand_grid
-    data = {**BASE, "output_dir": "runs/g", "train": {"epochs": [1, 3]},  # a list for a scalar: a sweep
-            "sweep": {"lora.r": [4, 8]},
-            "variants": [{"name": "none"}, {"name": "dropout", "lora.dropout": 0.1}]}
+
+    data = {
+        **BASE,
+        "output_dir": "runs/g",
+        "train": {"epochs": [1, 3]},  # a list for a scalar: a sweep
+        "sweep": {"lora.r": [4, 8]},
+        "variants": [{"name": "none"}, {"name": "dropout", "lora.dropout": 0.1}],
+    }
     cells = expand_grid(data)
     assert len(cells) == 8 and len({c.name for c in cells}) == 8
     c = next(c for c in cells if c.name == "dropout_r=8_epochs=3")
@@ -58,15 +106,19 @@ def test_grid_is_the_product_of_sweep_and_variants():
     assert len(single) == 1 and single[0].config.lora.target_modules == ["q_proj", "k_proj"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"sweep": {"train.epochs": 3}}, "'sweep' must map dotted keys to non-empty lists"),
-    ({"variants": [{"name": "a"}, {"name": "a"}]}, "two grid cells are both named 'a'"),
-    ({"variants": [{"name": "x", "train.epoch": 2}]}, r"cfg.yaml \(cell x\): unknown key 'train.epoch'"),
-    ({"dp": {"delta": 2}}, "'dp.delta' in \\(0, 1\\)"),
-    ({"lora": {"exclude_layers": ["last"]}}, "'lora.exclude_layers' must be a list of integers"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"sweep": {"train.epochs": 3}}, "'sweep' must map dotted keys to non-empty lists"),
+        ({"variants": [{"name": "a"}, {"name": "a"}]}, "two grid cells are both named 'a'"),
+        ({"variants": [{"name": "x", "train.epoch": 2}]}, r"cfg.yaml \(cell x\): unknown key 'train.epoch'"),
+        ({"dp": {"delta": 2}}, "'dp.delta' must be in \\(0, 1\\), got 2"),
+        ({"lora": {"exclude_layers": ["last"]}}, "'lora.exclude_layers' must be a list of integers"),
+    ],
+)
 def test_bad_grids_and_defenses_name_the_problem(extra, message):
     from loraleak.config import expand_grid
+
     with pytest.raises(ConfigError, match=message):
         expand_grid({**BASE, **extra}, source="cfg.yaml")
 
@@ -75,9 +127,22 @@ def test_every_example_config_expands_into_valid_cells():
     from pathlib import Path
 
     from loraleak.config import load_grid
+
     files = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
     assert len(files) >= 8
     for f in files:
         cells = load_grid(f)
         assert len(cells) >= 3, f.name
         assert all(c.config.output_dir.startswith("runs/") for c in cells)
+
+
+def test_example_configs_list_only_what_they_change():
+    from pathlib import Path
+
+    for f in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        for section, value in yaml.safe_load(f.read_text()).items():
+            if section in ("sweep", "variants"):
+                continue
+            default = getattr(Config(), section)
+            for key, v in value.items() if isinstance(value, dict) else [("", value)]:
+                assert v != (getattr(default, key) if key else default), f"{f.name}: {section}.{key} is the default"

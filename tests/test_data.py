@@ -1,12 +1,22 @@
+import ast
 import textwrap
+from pathlib import Path
 
 import pytest
-
-from loraleak.data import (Example, TaskError, dedup, encode_examples, load_task, make_split, read_manifest,
-                           write_manifest)
-from loraleak.data.docstring import records_from_source
-
 from helpers import toy_examples
+
+import loraleak.data
+from loraleak.data import (
+    Example,
+    TaskError,
+    dedup,
+    encode_examples,
+    load_task,
+    make_split,
+    read_manifest,
+    write_manifest,
+)
+from loraleak.data.docstring import records_from_source
 
 SOURCE = textwrap.dedent('''
     def add(a, b):
@@ -49,8 +59,9 @@ def test_unparsable_source_yields_nothing():
 
 
 def test_stdlib_docstring_task_is_large_and_clean():
-    examples = load_task("docstring")
-    assert len(examples) > 1000
+    loaded = load_task("docstring")
+    examples = loaded.examples
+    assert len(examples) > 1000 and loaded.skipped == {}
     assert not any(".test." in ex.id or ex.id.split(".")[-1].startswith("_") for ex in examples)
     kept, dropped = dedup(examples)
     assert len({ex.response.strip().lower() for ex in kept}) == len(kept)
@@ -61,7 +72,10 @@ def test_split_is_deterministic_disjoint_and_order_free():
     a = make_split(ex, 20, 20, 10, seed=1)
     b = make_split(list(reversed(ex)), 20, 20, 10, seed=1)
     c = make_split(ex, 20, 20, 10, seed=2)
-    ids = lambda s: [[e.id for e in part] for part in (s.members, s.nonmembers, s.population)]
+
+    def ids(s):
+        return [[e.id for e in part] for part in (s.members, s.nonmembers, s.population)]
+
     assert ids(a) == ids(b) and ids(a) != ids(c)
     m, n, p = map(set, ids(a))
     assert not (m & n) and not (m & p) and not (n & p)
@@ -95,4 +109,99 @@ def test_encoding_caps_tokens_and_keeps_the_prompt_cue(tiny):
     long, short = enc.input_ids
     assert len(long) == 20 + 10 + 1 and long[-1] == tok.eos_token_id
     assert tok.decode(long[:20]).endswith("CUE:") and enc.response_start[0] == 20
-    assert tok.decode(short[:enc.response_start[1]]) == "short:" and enc.truncated == 1
+    assert tok.decode(short[: enc.response_start[1]]) == "short:" and enc.truncated == 1
+
+
+# The import graph, read with `ast` rather than by importing: an import inside a function counts too.
+SRC = Path(loraleak.data.__file__).parents[2]
+
+
+def source_of(module: str, root: Path) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+
+def imports(module: str, root: Path = SRC) -> set[str]:
+    """The dotted names `module` imports, at any nesting level, relative ones made absolute
+    (`from .x import y` in package p: "p.x.y", whether y is a module or a name in p.x)."""
+    path = source_of(module, root)
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            parts = package[: len(package) + 1 - node.level] if node.level else []
+            base = ".".join(parts + ([node.module] if node.module else []))
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return out
+
+
+def data_imports(root: Path = SRC) -> dict[str, set[str]]:
+    """loraleak.data's modules -> those of its modules each imports ("__init__" for names taken from the
+    package itself)."""
+    stems = {p.stem for p in (root / "loraleak" / "data").glob("*.py")}
+    graph = {}
+    for stem in stems:
+        module = "loraleak.data" if stem == "__init__" else f"loraleak.data.{stem}"
+        names = [
+            n.split(".")[2:] for n in imports(module, root) if n == "loraleak.data" or n.startswith("loraleak.data.")
+        ]
+        graph[stem] = {n[0] if n and n[0] in stems else "__init__" for n in names} - {stem}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    done, path = set(), []
+
+    def visit(m):  # depth-first: meeting a module that is on the path closes a cycle
+        if m in path:
+            return path[path.index(m) :] + [m]
+        if m not in done:
+            path.append(m)
+            for n in sorted(graph[m]):
+                if cycle := visit(n):
+                    return cycle
+            path.pop()
+            done.add(m)
+
+    return next(filter(None, map(visit, sorted(graph))), None)
+
+
+def test_data_package_has_no_import_cycle():
+    graph = data_imports()
+    assert graph["tasks"] == {"docstring", "generic", "spamassassin", "example"}  # loaders at top level
+    assert graph["example"] == set()
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_cycle_check_sees_relative_absolute_and_nested_imports(tmp_path):
+    pkg = tmp_path / "loraleak" / "data"
+    pkg.mkdir(parents=True)
+    for name, src in {
+        "__init__": "from .d import D",
+        "a": "from .b import x\nfrom ..cache import cache_root",
+        "b": "def f():\n    import loraleak.data.c",
+        "c": "from loraleak.data import a",
+        "d": "",
+        "e": "from . import d\nfrom loraleak.data import D",
+    }.items():
+        (pkg / f"{name}.py").write_text(src)
+    graph = data_imports(tmp_path)
+    assert graph == {"__init__": {"d"}, "a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set(), "e": {"d", "__init__"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({**graph, "c": set()}) is None
+
+
+def test_spamassassin_does_not_import_torch():
+    """`loraleak data fetch` must stay light: nothing spamassassin imports, directly or through other
+    loraleak modules, is torch or loraleak.models."""
+    seen, todo = set(), ["loraleak.data.spamassassin"]
+    while todo:
+        for name in imports(module := todo.pop()):
+            assert name.split(".")[0] != "torch" and not name.startswith("loraleak.models"), f"{module} imports {name}"
+            target = next((m for m in (name, name.rsplit(".", 1)[0]) if source_of(m, SRC)), None)
+            if name.startswith("loraleak.") and target and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    assert {"loraleak.data.emails", "loraleak.data.example", "loraleak.cache", "loraleak.errors"} <= seen

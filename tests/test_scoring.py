@@ -7,7 +7,7 @@ from loraleak.config import LoraConfig
 from loraleak.data import encode_examples
 from loraleak.finetune import attach_lora
 from loraleak.models import load_model
-from loraleak.scoring import adapter_disabled, scored_starts, token_stats
+from loraleak.scoring import Evidence, scored_starts, token_stats
 
 
 def encoded_toy(tok, n=7):
@@ -21,7 +21,7 @@ def plain_stats(model, seq, start):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([seq])).logits[0].double()
     logp = torch.log_softmax(logits, -1).numpy()
-    rows = logp[start - 1:len(seq) - 1]
+    rows = logp[start - 1 : len(seq) - 1]
     lp = rows[np.arange(len(rows)), seq[start:]]
     p = np.exp(rows)
     mean = (p * rows).sum(-1)
@@ -36,7 +36,7 @@ def test_batched_statistics_equal_per_sample_recomputation(tiny, tokens):
     starts = scored_starts(enc, tokens)
     stats = token_stats(model, enc, starts, batch_size=3, pad_id=tok.pad_token_id, progress=False)
     assert len(stats) == len(enc)
-    for i, (seq, s) in enumerate(zip(enc.input_ids, starts)):
+    for i, (seq, s) in enumerate(zip(enc.input_ids, starts, strict=True)):
         lp, mean, var = plain_stats(model, seq, s)
         sl = slice(stats.offsets[i], stats.offsets[i + 1])
         np.testing.assert_allclose(stats.logprob[sl], lp, atol=2e-5)
@@ -45,7 +45,7 @@ def test_batched_statistics_equal_per_sample_recomputation(tiny, tokens):
         assert stats.nll()[i] == pytest.approx(-lp.mean(), abs=2e-5)
 
 
-def test_adapter_disabled_logits_equal_a_freshly_loaded_base_model(tiny):
+def test_pretrained_role_logits_equal_a_freshly_loaded_base_model(tiny):
     model, tok = tiny
     peft_model = attach_lora(model, LoraConfig(r=4, alpha=8), seed=0)
     with torch.no_grad():
@@ -57,7 +57,8 @@ def test_adapter_disabled_logits_equal_a_freshly_loaded_base_model(tiny):
     with torch.no_grad():
         base_logits = fresh(input_ids=ids).logits
         assert not torch.allclose(peft_model(input_ids=ids).logits, base_logits, atol=1e-3)
-        with adapter_disabled(peft_model):
+        pretrained = Evidence(peft_model, tok, [], lambda exs: encode_examples(exs, tok, 64, 32)).roles["pretrained"]
+        with pretrained():  # the same resident model, adapter disabled: no second copy
             assert torch.equal(peft_model(input_ids=ids).logits, base_logits)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import UserError
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="loraleak", description=__doc__)
@@ -13,8 +15,13 @@ def main(argv=None) -> int:
     p_run = sub.add_parser("run", help="fine-tune, score, attack and report, as a config says")
     p_run.add_argument("--config", help="YAML config file (default: the embedded default config)")
     p_run.add_argument("--output", help="output directory (overrides output_dir)")
-    p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+    p_run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.epochs=5 (repeatable)",
+    )
     p_run.add_argument("--attacks", help="comma-separated attack names or presets (overrides attacks)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub.add_parser("attacks", help="list the registered attacks and presets")
@@ -24,57 +31,51 @@ def main(argv=None) -> int:
     p_data = sub.add_parser("data", help="fetch a corpus into the cache: data fetch spamassassin")
     p_data.add_argument("action", choices=("fetch",))
     p_data.add_argument("corpus", choices=("spamassassin",))
-    sub.add_parser("config", help="print the embedded default config")
+    sub.add_parser("config", help="print every config field with its default and help (the embedded default run)")
+    parser.add_argument("--debug", action="store_true", help="a traceback for user errors too")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except Exception as e:  # a known bad input: one clear line, no traceback
-        from .config import ConfigError
-        from .data import TaskError
-        from .models import ModelError
-        from .scoring import EvidenceError
-        if isinstance(e, (ConfigError, TaskError, ModelError, EvidenceError, KeyError, FloatingPointError)):
-            msg = e.args[0] if isinstance(e, KeyError) else str(e)
-            print(f"loraleak: error: {msg}", file=sys.stderr)
-            return 2
-        raise
+    except UserError as e:  # a mistake in what the user gave: one clear line. Anything else is a bug: traceback.
+        if args.debug:
+            raise
+        print(f"loraleak: error: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_run(args) -> int:
     from .config import load_grid
     from .experiment import run, run_grid
-    from .report import grid_markdown, table, utility_line
+    from .report import grid_markdown, summary
 
     overrides = list(args.set)
     if args.output:
         overrides.append(f"output_dir={args.output}")
     if args.attacks:
         overrides.append(f"attacks=[{args.attacks}]")
-    cells = load_grid(args.config, overrides)
+    cells = load_grid(args.config, overrides=overrides)
     if len(cells) > 1:
         frame = run_grid(cells, progress=not args.no_progress)
         out = cells[0].config.output_dir.rsplit("/cells/", 1)[0]
         print(f"\n{len(cells)} cells\n" + grid_markdown(frame))
-        print(f"wrote {out}/ (grid.csv, grid.md, privacy_utility.png; cells/NAME/ per cell) "
-              f"in {frame['time_s'].sum():.0f} s")
+        print(
+            f"wrote {out}/ (grid.csv, grid.md, privacy_utility.png; cells/NAME/ per cell) "
+            f"in {frame['time_s'].sum():.0f} s"
+        )
         return 0
     cfg = cells[0].config
-    results = run(cfg, progress=not args.no_progress)
-    s, t = results["split"], results["timings_s"]
-    dp = f"; DP-SGD epsilon {results['privacy']['epsilon']:.2f} at delta {cfg.dp.delta:g}" if results["privacy"] else ""
-    print(f"\n{cfg.model.name} on {cfg.task.name}: {s['members']} members vs {s['nonmembers']} non-members "
-          f"({cfg.model.dtype}, LoRA r={cfg.lora.r} on {','.join(cfg.lora.target_modules)}, "
-          f"{cfg.train.epochs} epochs; final train loss {results['training']['final_loss']:.3f}{dp})")
-    print(table(results["attacks"]))
-    if results["utility"]:
-        print(utility_line(results["utility"]))
-    print(f"\nwrote {cfg.output_dir}/ (results.json, scores.csv, roc.csv, roc.png, adapter/, manifest.jsonl) "
-          f"in {sum(t.values()):.0f} s")
+    result = run(cfg, progress=not args.no_progress)
+    print("\n" + summary(result))
+    print(
+        f"\nwrote {cfg.output_dir}/ (results.json, scores.csv, roc.csv, roc.png, adapter/, manifest.jsonl) "
+        f"in {sum(result.timings_s.values()):.0f} s"
+    )
     return 0
 
 
 def cmd_attacks(args) -> int:
     from .attacks import ATTACKS, PRESETS
+
     print(f"{'name':<15} {'family':<21} {'access':<16} {'text variants':<14} defaults")
     for a in ATTACKS.values():
         extra = ",".join(a.variants) or "-"
@@ -90,6 +91,7 @@ def cmd_attacks(args) -> int:
 
 def cmd_models(args) -> int:
     from .models import ALIASES, ModelError, fetch_model, parameter_count
+
     if args.action == "fetch":
         if not args.name:
             raise ModelError(f"say which model to fetch: loraleak models fetch NAME ({', '.join(ALIASES)})")
@@ -100,23 +102,29 @@ def cmd_models(args) -> int:
         n = parameter_count(a)
         params = f"{n / 1e6:.1f}M" if n else a.params
         cached = "yes" if a.cached() else "-" if a.build else "no"
-        print(f"{a.name:<19} {a.architecture:<7} {params:>8} {'yes' if a.installed() else 'no':<10} {cached:<7} "
-              f"{a.licence}")
+        print(
+            f"{a.name:<19} {a.architecture:<7} {params:>8} {'yes' if a.installed() else 'no':<10} {cached:<7} "
+            f"{a.licence}"
+        )
     print("\n" + "\n".join(f"{a.name}: {a.description}" for a in ALIASES.values()))
-    print("\nfetch one with: loraleak models fetch NAME (a config naming it fetches it too); any local directory,"
-          "\n.gguf file or Hugging Face id (owner/name, online) works as model.name as well")
+    print(
+        "\nfetch one with: loraleak models fetch NAME (a config naming it fetches it too); any local directory,"
+        "\n.gguf file or Hugging Face id (owner/name, online) works as model.name as well"
+    )
     return 0
 
 
 def cmd_data(args) -> int:
     from .data import spamassassin
+
     print(f"SpamAssassin public corpus in {spamassassin.fetch()}")
     return 0
 
 
 def cmd_config(args) -> int:
-    from .config import default_config_text
-    print(default_config_text(), end="")
+    from .config import render_yaml
+
+    print(render_yaml(), end="")
     return 0
 
 

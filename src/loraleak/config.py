@@ -1,8 +1,9 @@
-"""Experiment configuration: typed sections, loaded from YAML, validated with errors a user can act on.
+"""Experiment configuration: every field declared once, with its default, a one-line help text and
+its constraints; loaded from YAML or a dict, validated with errors a user can act on.
 
-A config file names every section it changes; anything it leaves out takes the default below,
-except `model.name` and `task.name`, which a file must give. The embedded default
-(`configs/default.yaml`) is what `loraleak run` uses without `--config`.
+The defaults *are* the embedded default run (`loraleak run` without `--config`, `make demo`), so a
+config file names only what it changes, and `loraleak config` (generated from these declarations)
+prints exactly what an empty file means.
 """
 
 from __future__ import annotations
@@ -10,311 +11,328 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import hashlib
 import itertools
-import json
 import re
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-REQUIRED = object()  # sentinel default: the key must be given
+from .errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config problem, phrased as: where it is, what is wrong, what to do."""
+
+
+def option(default: Any, help: str, **check: Any) -> Any:
+    """A config field: default, one-line help, and checks (choices=(...), gt=, ge=, lt=, nonempty=True)."""
+    meta = {"help": help, **check}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
-    name: str = REQUIRED  # bundled alias, local directory, .gguf file or Hugging Face id
-    dtype: str = "bfloat16"  # float32 | bfloat16 | float16; recorded in results
-    trust_remote_code: bool = False  # never on unless the user says so
-    allow_pickle: bool = False  # refuse pickle (.bin/.pt) checkpoints unless set
+    """The pre-trained model that is fine-tuned (and that calibrates the attacks)."""
+
+    name: str = option(
+        "smollm2-135m",
+        "bundled alias (`loraleak models`), local directory, .gguf file or Hugging Face id (owner/name, needs network)",
+    )
+    dtype: str = option(
+        "bfloat16", "weights' dtype for training and scoring", choices=("float32", "bfloat16", "float16")
+    )
+    trust_remote_code: bool = option(False, "run a hub model's own Python code (off unless you trust it)")
+    allow_pickle: bool = option(False, "accept pickle (.bin/.pt) checkpoints (off: safetensors or GGUF only)")
 
 
 @dataclass
 class TaskConfig:
-    name: str = REQUIRED  # registered task, e.g. "docstring"
-    max_prompt_tokens: int = 96  # prompt is cut to this many tokens (its head is kept)
-    max_response_tokens: int = 32  # response is cut to this many tokens (its head is kept)
-    # for the generic tasks jsonl:PATH, csv:PATH and hf:NAME[:CONFIG] (registered tasks ignore them)
-    prompt_field: str = "prompt"
-    response_field: str = "response"
-    text_field: str = "text"  # used when a row has no prompt/response: the whole text is the response
-    id_field: str = "id"  # rows without it get FILE:ROW
-    hf_split: str = "train"
+    """The fine-tuning data: a registered task or a generic one (jsonl:PATH, csv:PATH, hf:NAME[:CONFIG])."""
 
-    def options(self) -> dict:
-        """What the task loader takes."""
+    name: str = option(
+        "docstring", "registered task (docstring, spam, subject) or jsonl:PATH, csv:PATH, hf:NAME[:CONFIG]"
+    )
+    max_prompt_tokens: int = option(96, "a longer prompt keeps its head and its last 8 tokens", gt=0)
+    max_response_tokens: int = option(32, "a longer response keeps its head", gt=0)
+    prompt_field: str = option("prompt", "generic tasks: the field holding the prompt")
+    response_field: str = option("response", "generic tasks: the field holding the response")
+    text_field: str = option(
+        "text", "generic tasks: used when a row has no prompt/response: the whole text is the response"
+    )
+    id_field: str = option("id", "generic tasks: the example id (rows without it get FILE:ROW)")
+    hf_split: str = option("train", "hf: tasks: the dataset split to read")
+
+    def options(self) -> dict[str, str]:
+        """What a task loader takes."""
         return {k: getattr(self, k) for k in ("prompt_field", "response_field", "text_field", "id_field", "hf_split")}
 
 
 @dataclass
 class SplitConfig:
-    members: int = 200  # fine-tuning set
-    nonmembers: int = 200  # held out, same distribution
-    population: int = 200  # disjoint pool for reference / shadow models and calibration
-    seed: int = 0
+    """The seeded, disjoint member / non-member / population split of the deduplicated examples."""
+
+    members: int = option(200, "examples the adapter is fine-tuned on", gt=0)
+    nonmembers: int = option(200, "held-out examples of the same distribution (scored, and utility)", gt=0)
+    population: int = option(200, "disjoint pool for reference / shadow adapters and calibration", ge=0)
+    seed: int = option(0, "seed of the split")
 
 
 @dataclass
 class LoraConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0  # defense: LoRA dropout (PEFT lora_dropout) on the adapter's input
-    # module names, or one preset: attention | attention+mlp | all-linear
-    target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
-    layers: list[int] = field(default_factory=list)  # the layers that get adapters; empty = all
-    # defense: no adapters on the first k / last k layers / these layers (negative indices count from the end)
-    exclude_first: int = 0
-    exclude_last: int = 0
-    exclude_layers: list[int] = field(default_factory=list)
+    """The LoRA adapter (PEFT), and the two defenses that shape it."""
+
+    r: int = option(8, "rank of the low-rank update B A", gt=0)
+    alpha: int = option(16, "scaling numerator (scale = alpha / r)", gt=0)
+    dropout: float = option(0.0, "defense: LoRA dropout on the adapter's input while training", ge=0, lt=1)
+    target_modules: list[str] = option(
+        ["q_proj", "v_proj"], "module names, or one preset: attention | attention+mlp | all-linear", nonempty=True
+    )
+    layers: list[int] = option([], "the layers that get adapters; empty = all")
+    exclude_first: int = option(0, "defense: no adapters on the first k layers", ge=0)
+    exclude_last: int = option(0, "defense: no adapters on the last k layers", ge=0)
+    exclude_layers: list[int] = option([], "defense: no adapters on these layers (negative counts from the end)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    lr: float = 1e-3
-    batch_size: int = 8
-    weight_decay: float = 0.0
-    loss_on: str = "response"  # response | full
-    seed: int = 0
+    """The fine-tuning loop (AdamW, linear decay to zero); attacker-side adapters use it too."""
+
+    epochs: int = option(5, "passes over the members", gt=0)
+    lr: float = option(1e-3, "peak learning rate", gt=0)
+    batch_size: int = option(8, "examples per step", gt=0)
+    weight_decay: float = option(0.0, "defense: AdamW's decoupled weight decay on the adapter", ge=0)
+    loss_on: str = option("response", "tokens the loss covers", choices=("response", "full"))
+    seed: int = option(0, "seed of the adapter's initialisation, data order and dropout")
 
 
 @dataclass
 class DPConfig:
     """Defense: DP-SGD on the target adapter (Opacus: per-sample clipping, Gaussian noise, Poisson
     sampling, RDP accountant). Attacker-side adapters (reference, shadows) train without it."""
-    enabled: bool = False
-    noise_multiplier: float = 1.0
-    epsilon: float = 0.0  # > 0: target epsilon; the noise multiplier is computed for it (and overrides the above)
-    max_grad_norm: float = 1.0  # per-sample clipping bound C
-    delta: float = 1e-5
+
+    enabled: bool = option(False, "train the target adapter with DP-SGD")
+    noise_multiplier: float = option(1.0, "noise std / clipping bound (ignored when epsilon > 0)", ge=0)
+    epsilon: float = option(0.0, "> 0: the target epsilon; the noise multiplier is computed for it", ge=0)
+    max_grad_norm: float = option(1.0, "per-sample clipping bound C", gt=0)
+    delta: float = option(1e-5, "delta of (epsilon, delta)-DP", gt=0, lt=1)
 
 
 @dataclass
 class ScoringConfig:
-    batch_size: int = 16
-    tokens: str = "response"  # which tokens of a sample the statistics cover: response | full
+    """The forward passes that all logit attacks read."""
+
+    batch_size: int = option(16, "samples per forward pass", gt=0)
+    tokens: str = option(
+        "response",
+        "which tokens of a sample the statistics cover (full: all after the first)",
+        choices=("response", "full"),
+    )
 
 
 @dataclass
 class EvalConfig:
-    utility: bool = True  # measure the task utility of the fine-tuned and pre-trained models on held-out data
-    bootstrap: int = 200  # resamples for the confidence intervals (0 = none)
-    confidence: float = 0.95
-    seed: int = 0
+    """Metrics and utility."""
+
+    utility: bool = option(True, "measure the task utility of the fine-tuned and pre-trained models on the non-members")
+    bootstrap: int = option(200, "bootstrap resamples for the confidence intervals (0 = none)", ge=0)
+    confidence: float = option(0.95, "confidence level of the intervals", gt=0, lt=1)
+    seed: int = option(0, "seed of the bootstrap")
+
+
+def section(cls: type) -> Any:
+    return field(default_factory=cls, metadata={"help": " ".join((cls.__doc__ or "").split())})
 
 
 @dataclass
 class Config:
-    model: ModelConfig = REQUIRED
-    task: TaskConfig = REQUIRED
-    split: SplitConfig = field(default_factory=SplitConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    dp: DPConfig = field(default_factory=DPConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    attacks: list = field(default_factory=lambda: ["loss", "loss-pt"])
-    # per-attack hyperparameters over their defaults, e.g. {mope: {n: 10, sigma: 0.01}}; an entry
-    # for NAME applies to NAME-pt too
-    attack_params: dict = field(default_factory=dict)
-    output_dir: str = "runs/default"
+    """One experiment. The defaults are the embedded default run."""
 
-    def to_dict(self) -> dict:
+    model: ModelConfig = section(ModelConfig)
+    task: TaskConfig = section(TaskConfig)
+    split: SplitConfig = section(SplitConfig)
+    lora: LoraConfig = section(LoraConfig)
+    train: TrainConfig = section(TrainConfig)
+    dp: DPConfig = section(DPConfig)
+    scoring: ScoringConfig = section(ScoringConfig)
+    eval: EvalConfig = section(EvalConfig)
+    attacks: list[str] = option(["one-pass"], "attack names and presets (`loraleak attacks`)", nonempty=True)
+    attack_params: dict[str, dict[str, Any]] = option(
+        {}, "per-attack hyperparameters over their defaults, e.g. {mope: {n: 10}}; NAME also sets NAME-pt"
+    )
+    output_dir: str = option("runs/default", "where the run writes (and finds what it can reuse)")
+
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fingerprint(self, *sections: str) -> str:
-        """Hash of the named sections: a cached stage is reused only while its inputs are unchanged."""
-        d = self.to_dict()
-        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+ConfigLike = Config | dict | str | Path | None
 
 
-CHOICES = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "train.loss_on": ("response", "full"),
-    "scoring.tokens": ("response", "full"),
-}
-POSITIVE = ("task.max_prompt_tokens", "task.max_response_tokens", "split.members", "split.nonmembers",
-            "lora.r", "lora.alpha", "train.epochs", "train.lr", "train.batch_size", "scoring.batch_size")
+# --- building and checking ------------------------------------------------------------------------
 
 
-def _build(cls, data: Any, where: str, source: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{where}' must be a mapping of keys to values, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        k = unknown[0]
-        near = difflib.get_close_matches(str(k), list(fields), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else f"; known keys: {', '.join(fields)}"
-        raise ConfigError(f"{source}: unknown key '{_join(where, k)}'{hint}")
-    kwargs = {}
-    for name, f in fields.items():
-        key = _join(where, name)
-        if name not in data:
-            if f.default is REQUIRED:
-                raise ConfigError(f"{source}: missing required key '{key}'")
-            continue
-        kwargs[name] = _coerce(hints[name], data[name], key, source)
-    return cls(**kwargs)
-
-
-def _coerce(tp, value, key: str, source: str):
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, source)
-    bad = ConfigError(f"{source}: '{key}' must be {getattr(tp, '__name__', tp)}, got {value!r}")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-    elif tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        value = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise bad
-    elif tp is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise ConfigError(f"{source}: '{key}' must map names to mappings, e.g. {{mope: {{n: 10}}}}, got {value!r}")
-    elif typing.get_origin(tp) is list:  # list[int]
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{source}: '{key}' must be a list of integers, got {value!r}")
-    elif tp is list:
-        value = [value] if isinstance(value, str) else value
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: '{key}' must be a list of names, got {value!r}")
-    return value
-
-
-def _join(where: str, key) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _validate(cfg: Config, source: str) -> Config:
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(allowed)}")
-    for key in POSITIVE:
-        if _get(cfg, key) <= 0:
-            raise ConfigError(f"{source}: '{key}' must be > 0, got {_get(cfg, key)}")
-    if cfg.split.population < 0:
-        raise ConfigError(f"{source}: 'split.population' must be >= 0, got {cfg.split.population}")
-    if not 0.0 <= cfg.lora.dropout < 1.0:
-        raise ConfigError(f"{source}: 'lora.dropout' must be in [0, 1), got {cfg.lora.dropout}")
-    for key in ("lora.exclude_first", "lora.exclude_last", "dp.noise_multiplier", "dp.epsilon"):
-        if _get(cfg, key) < 0:
-            raise ConfigError(f"{source}: '{key}' must be >= 0, got {_get(cfg, key)}")
-    if cfg.dp.max_grad_norm <= 0 or not 0 < cfg.dp.delta < 1:
-        raise ConfigError(f"{source}: 'dp.max_grad_norm' must be > 0 and 'dp.delta' in (0, 1), got "
-                          f"{cfg.dp.max_grad_norm} and {cfg.dp.delta}")
-    if not cfg.attacks:
-        raise ConfigError(f"{source}: 'attacks' is empty; name at least one attack (see `loraleak attacks`)")
+def from_dict(data: Any, source: str = "<config>") -> Config:
+    """A validated Config from a raw mapping (what a YAML file holds); missing fields take defaults."""
+    cfg = _build(Config, data, "", source)
+    _check(cfg, "", source)
     return cfg
 
 
-def _get(cfg: Config, dotted: str):
-    obj = cfg
+def _build(cls: Any, data: Any, where: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{where or 'the top level'}' must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown key '{_join(where, key)}'{hint}")
+    return cls(**{k: _coerce(hints[k], v, _join(where, k), source) for k, v in data.items()})
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list:
+        value = [value] if isinstance(value, str) and args[0] is str else value  # `attacks: loss` is [loss]
+        if not isinstance(value, list) or not all(_is(args[0], v) for v in value):
+            raise ConfigError(f"{source}: '{key}' must be a list of {_NAMES[args[0]]}, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ConfigError(f"{source}: '{key}' must map names to mappings, e.g. {{mope: {{n: 10}}}}, got {value!r}")
+        return value
+    if not _is(tp, value):
+        raise ConfigError(f"{source}: '{key}' must be {tp.__name__}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+_NAMES = {str: "names", int: "integers"}
+
+
+def _is(tp: type, value: Any) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp) and (tp is bool or not isinstance(value, bool))
+
+
+def _check(obj: Any, where: str, source: str) -> None:
+    """Each field's declared checks (choices, range, non-empty), section by section."""
+    for f in dataclasses.fields(obj):
+        key, value, meta = _join(where, f.name), getattr(obj, f.name), f.metadata
+        if dataclasses.is_dataclass(value):
+            _check(value, key, source)
+            continue
+        bad = None
+        if "choices" in meta and value not in meta["choices"]:
+            bad = f"is {value!r}; choose one of {', '.join(meta['choices'])}"
+        elif meta.get("nonempty") and not value:
+            bad = "is empty; give at least one" + (" (see `loraleak attacks`)" if f.name == "attacks" else "")
+        elif any(op in meta for op in ("gt", "ge", "lt")) and not _in_range(value, meta):
+            bad = f"must be {_range_text(meta)}, got {value}"
+        if bad:
+            raise ConfigError(f"{source}: '{key}' {bad}")
+
+
+def _in_range(value: float, meta: typing.Mapping[str, Any]) -> bool:
+    return (
+        ("gt" not in meta or value > meta["gt"])
+        and ("ge" not in meta or value >= meta["ge"])
+        and ("lt" not in meta or value < meta["lt"])
+    )
+
+
+def _range_text(meta: typing.Mapping[str, Any]) -> str:
+    if "lt" in meta:
+        low = f"({meta['gt']}" if "gt" in meta else f"[{meta['ge']}"
+        return f"in {low}, {meta['lt']})"
+    return f"> {meta['gt']}" if "gt" in meta else f">= {meta['ge']}"
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def get(cfg: Config, dotted: str) -> Any:
+    """The value of a dotted key, e.g. get(cfg, "train.epochs")."""
+    obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def from_dict(data: dict, source: str = "<config>") -> Config:
-    return _validate(_build(Config, data, "", source), source)
+# --- sources: files, dicts, overrides ---------------------------------------------------------------
 
 
-def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+def load_config(config: ConfigLike = None, *, overrides: typing.Sequence[str] = (), **sections: Any) -> Config:
+    """A validated Config from a YAML path, a raw mapping, a Config, or None (the defaults), with
+    `--set`-style `overrides` ("train.epochs=3") and keyword `sections` (train={"epochs": 3})
+    merged over it. A config that describes a grid is refused: use `load_grid`."""
+    source, data = read(config)
+    data = merge(apply_overrides(data, list(overrides)), sections)
+    cells = expand_grid(data, source)
+    if len(cells) > 1:
+        raise ConfigError(
+            f"{source} describes a grid of {len(cells)} cells; run it with `loraleak run` or loraleak.run_grid"
+        )
+    return cells[0].config
+
+
+def load_grid(config: ConfigLike = None, *, overrides: typing.Sequence[str] = (), **sections: Any) -> list[Cell]:
+    """Like `load_config`, but a config with `sweep:` / `variants:` (or a list for a scalar setting)
+    gives one cell per grid point."""
+    source, data = read(config)
+    return expand_grid(merge(apply_overrides(data, list(overrides)), sections), source)
+
+
+def read(config: ConfigLike) -> tuple[str, dict[str, Any]]:
+    """(where it came from, the raw mapping) of a path, mapping, Config or None (= {}: the defaults)."""
+    if config is None:
+        return "default config", {}
+    if isinstance(config, Config):
+        return "<Config>", config.to_dict()
+    if isinstance(config, dict):
+        return "<dict>", copy.deepcopy(config)
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (model:, task:, ...)")
+    return str(path), data
+
+
+def merge(data: dict[str, Any], update: typing.Mapping[str, Any]) -> dict[str, Any]:
+    """`update` merged into `data`: mappings key by key, everything else replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            merge(data[key], value)
+        else:
+            data[key] = copy.deepcopy(value)
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
     """`key.sub=value` pairs (value parsed as YAML) merged into a raw config mapping."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{source}: '{item}' is not KEY=VALUE (e.g. train.epochs=5)")
         dotted, raw = item.split("=", 1)
-        node = data
-        parts = dotted.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: '{dotted}' goes through '{part}', which is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        _set(data, dotted.strip(), yaml.safe_load(raw), source)
     return data
 
 
-def default_config_text() -> str:
-    return resources.files("loraleak").joinpath("configs/default.yaml").read_text()
-
-
-@dataclass
-class Cell:
-    """One point of a grid: its name, the values that set it apart, its full config."""
-    name: str
-    settings: dict
-    config: Config
-
-    def values(self, keys) -> dict:
-        """This cell's value of each dotted key (also of keys another cell varies and this one keeps)."""
-        return {k: _get(self.config, k) for k in keys}
-
-
-SCALARS = (int, float, str, bool)
-
-
-def expand_grid(data: dict, source: str = "<config>") -> list[Cell]:
-    """The cells of a raw config: the product of `sweep:` (dotted key -> list of values; a list given
-    for a scalar setting, e.g. `train: {epochs: [1, 3, 5]}`, is a sweep of it too) and `variants:`
-    (a list of named sets of overrides, e.g. `{name: dropout, lora.dropout: 0.1}`). Without either,
-    one cell: the config itself, writing to output_dir. Otherwise cell NAME writes to
-    output_dir/cells/NAME."""
-    data = copy.deepcopy(data)
-    sweep = data.pop("sweep", None) or {}
-    variants = data.pop("variants", None) or [{}]
-    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
-        raise ConfigError(f"{source}: 'sweep' must map dotted keys to non-empty lists, e.g. "
-                          f"{{train.epochs: [1, 3, 5]}}, got {sweep!r}")
-    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        raise ConfigError(f"{source}: 'variants' must be a list of mappings, e.g. [{{name: dropout, "
-                          f"lora.dropout: 0.1}}], got {variants!r}")
-    for section, cls in typing.get_type_hints(Config).items():
-        if dataclasses.is_dataclass(cls) and isinstance(data.get(section), dict):
-            hints = typing.get_type_hints(cls)
-            for key, value in list(data[section].items()):
-                if isinstance(value, list) and hints.get(key) in SCALARS:
-                    sweep[f"{section}.{key}"] = data[section].pop(key)
-    if not sweep and variants == [{}]:
-        return [Cell("default", {}, from_dict(data, source))]
-    keys, cells = list(sweep), []
-    for values in itertools.product(*sweep.values()):
-        for variant in variants:
-            variant = dict(variant)
-            label = str(variant.pop("name", ""))
-            settings = {**dict(zip(keys, values)), **variant}
-            cell = copy.deepcopy(data)
-            for dotted, value in settings.items():
-                _set(cell, dotted, value, source)
-            name = "_".join([label] * bool(label) + [f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values)])
-            name = re.sub(r"[^\w.=+-]+", "-", name) or "default"
-            cell["output_dir"] = str(Path(data.get("output_dir", Config.output_dir)) / "cells" / name)
-            cells.append(Cell(name, settings, from_dict(cell, f"{source} (cell {name})")))
-    names = [c.name for c in cells]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: two grid cells are both named '{next(n for n in names if names.count(n) > 1)}'; "
-                          "give every variant a distinct name")
-    return cells
-
-
-def _set(data: dict, dotted: str, value, source: str) -> None:
+def _set(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
     node, parts = data, dotted.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -323,32 +341,147 @@ def _set(data: dict, dotted: str, value, source: str) -> None:
     node[parts[-1]] = value
 
 
-def load_grid(path: str | Path | None = None, overrides: list[str] = ()) -> list[Cell]:
-    """Like `load_config`, but a config with `sweep:` / `variants:` (or a list for a scalar setting)
-    gives one cell per grid point."""
-    source, data = _read(path)
-    return expand_grid(apply_overrides(data, list(overrides)), source)
+# --- grids --------------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Load `path` (or the embedded default when None), apply `--set` overrides, validate."""
-    source, data = _read(path)
-    return from_dict(apply_overrides(data, list(overrides)), source)
+@dataclass
+class Cell:
+    """One point of a grid: its name, the values that set it apart, its full config."""
+
+    name: str
+    settings: dict[str, Any]
+    config: Config
+
+    def values(self, keys: typing.Iterable[str]) -> dict[str, Any]:
+        """This cell's value of each dotted key (also of keys another cell varies and this one keeps)."""
+        return {k: get(self.config, k) for k in keys}
 
 
-def _read(path: str | Path | None) -> tuple[str, dict]:
-    if path is None:
-        source, text = "default config", default_config_text()
-    else:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{source}: no such config file")
-        text = path.read_text()
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping (model:, task:, ...)")
-    return source, data
+SCALARS = (int, float, str, bool)
+
+
+def expand_grid(data: dict[str, Any], source: str = "<config>") -> list[Cell]:
+    """The cells of a raw config: the product of `sweep:` (dotted key -> list of values; a list given
+    for a scalar setting, e.g. `train: {epochs: [1, 3, 5]}`, is a sweep of it too) and `variants:`
+    (a list of named sets of overrides, e.g. `{name: dropout, lora.dropout: 0.1}`). Without either,
+    one cell: the config itself, writing to output_dir. Otherwise cell NAME writes to
+    output_dir/cells/NAME."""
+    data = copy.deepcopy(data)
+    sweep, variants = _grid_axes(data, source)
+    if not sweep and variants == [{}]:
+        return [Cell("default", {}, from_dict(data, source))]
+    keys, cells = list(sweep), []
+    for values in itertools.product(*sweep.values()):
+        for variant in variants:
+            variant = dict(variant)
+            label = str(variant.pop("name", ""))
+            settings = {**dict(zip(keys, values, strict=True)), **variant}
+            cell = copy.deepcopy(data)
+            for dotted, value in settings.items():
+                _set(cell, dotted, value, source)
+            name = "_".join(
+                [label] * bool(label) + [f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values, strict=True)]
+            )
+            name = re.sub(r"[^\w.=+-]+", "-", name) or "default"
+            cell["output_dir"] = str(Path(data.get("output_dir", Config().output_dir)) / "cells" / name)
+            cells.append(Cell(name, settings, from_dict(cell, f"{source} (cell {name})")))
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"{source}: two grid cells are both named '{next(n for n in names if names.count(n) > 1)}'; "
+            "give every variant a distinct name"
+        )
+    return cells
+
+
+def _grid_axes(data: dict[str, Any], source: str) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+    """Pop `sweep:` (with lists given for scalar settings folded in) and `variants:` off `data`."""
+    sweep = data.pop("sweep", None) or {}
+    variants = data.pop("variants", None) or [{}]
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ConfigError(
+            f"{source}: 'sweep' must map dotted keys to non-empty lists, e.g. "
+            f"{{train.epochs: [1, 3, 5]}}, got {sweep!r}"
+        )
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError(
+            f"{source}: 'variants' must be a list of mappings, e.g. [{{name: dropout, "
+            f"lora.dropout: 0.1}}], got {variants!r}"
+        )
+    for name, cls in typing.get_type_hints(Config).items():
+        if dataclasses.is_dataclass(cls) and isinstance(data.get(name), dict):
+            hints = typing.get_type_hints(cls)
+            for key, value in list(data[name].items()):
+                if isinstance(value, list) and hints.get(key) in SCALARS:
+                    sweep[f"{name}.{key}"] = data[name].pop(key)
+    return sweep, variants
+
+
+# --- generated documentation: `loraleak config` and docs/configuration.md ----------------------------
+
+
+def render_yaml() -> str:
+    """Every field with its default, its help as a comment: what `loraleak config` prints. Loading
+    it gives exactly `Config()`."""
+    lines = [
+        "# loraleak's configuration: every field, set to its default (= the embedded default run).",
+        "# A config file names only what it changes; `loraleak run --config FILE`.",
+    ]
+    for f in dataclasses.fields(Config):
+        value = getattr(Config(), f.name)
+        lines += ["", f"# {_help(f)}"]
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{f.name}:")
+            for sub in dataclasses.fields(value):
+                lines += [f"  # {_help(sub)}", f"  {sub.name}: {_yaml(getattr(value, sub.name))}"]
+        else:
+            lines.append(f"{f.name}: {_yaml(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown() -> str:
+    """docs/configuration.md: one table per section."""
+    out = [
+        "# Configuration",
+        "",
+        "Generated from `src/loraleak/config.py` (`python -m loraleak.docs`); do not edit.",
+        "Every field, its default (the embedded default run, `make demo`) and what it does. A config file",
+        "names only what it changes. `loraleak config` prints the same as YAML.",
+        "",
+    ]
+    top = []
+    for f in dataclasses.fields(Config):
+        value = getattr(Config(), f.name)
+        if not dataclasses.is_dataclass(value):
+            top.append(f"| `{f.name}` | `{_yaml(value)}` | {_help(f)} |")
+            continue
+        out += [f"## `{f.name}`", "", _help(f), "", "| field | default | meaning |", "|---|---|---|"]
+        out += [
+            f"| `{f.name}.{s.name}` | `{_yaml(getattr(value, s.name))}` | {_help(s)} |"
+            for s in dataclasses.fields(value)
+        ] + [""]
+    out += [
+        "## Attacks and output",
+        "",
+        "| field | default | meaning |",
+        "|---|---|---|",
+        *top,
+        "",
+        "## Grids",
+        "",
+        "`sweep: {DOTTED.KEY: [values]}` (a list given for a scalar field is a sweep of it too) and",
+        "`variants: [{name: NAME, DOTTED.KEY: value, ...}]` expand into one run per cell, in",
+        "`output_dir/cells/NAME/`, with `grid.csv`, `grid.md` and `privacy_utility.png` in `output_dir`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _help(f: dataclasses.Field[Any]) -> str:
+    meta = f.metadata
+    choices = f" ({' | '.join(meta['choices'])})" if "choices" in meta else ""
+    return meta["help"] + choices
+
+
+def _yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).removesuffix("\n...\n").strip()

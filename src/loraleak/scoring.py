@@ -13,21 +13,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cache import fingerprint
 from .data import Encoded, right_pad
+from .errors import UserError
+from .registry import Registry
 
 
 @dataclass
 class TokenStats:
     """Per-sample statistics stored ragged: sample i owns positions offsets[i]:offsets[i+1]."""
+
     logprob: np.ndarray
     mean: np.ndarray
     var: np.ndarray
@@ -56,7 +62,7 @@ class TokenStats:
         os.replace(tmp, path)  # atomic: an interrupted run never leaves a half-written file
 
     @classmethod
-    def load(cls, path: Path) -> "TokenStats":
+    def load(cls, path: Path) -> TokenStats:
         with np.load(path) as z:
             return cls(*(z[k] for k in cls.FIELDS))
 
@@ -76,36 +82,38 @@ def position_stats(logits: torch.Tensor, targets: torch.Tensor):
 
 
 @torch.inference_mode()
-def token_stats(model, encoded: Encoded, starts: list[int], batch_size: int = 16, pad_id: int = 0,
-                progress: bool = True, desc: str = "score") -> TokenStats:
+def token_stats(
+    model,
+    encoded: Encoded,
+    starts: list[int],
+    batch_size: int = 16,
+    pad_id: int = 0,
+    progress: bool = True,
+    desc: str = "score",
+) -> TokenStats:
     """Batched forward passes (longest first, right padding) -> TokenStats in the original sample order."""
     n = len(encoded)
-    if any(not 1 <= s < len(seq) for s, seq in zip(starts, encoded.input_ids)):
+    if any(not 1 <= s < len(seq) for s, seq in zip(starts, encoded.input_ids, strict=True)):
         raise ValueError("every sample needs at least one scored token after the first position")
     order = sorted(range(n), key=lambda i: -len(encoded.input_ids[i]))  # similar lengths share a batch
     out: list = [None] * n
     for b in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
-        idx = order[b:b + batch_size]
+        idx = order[b : b + batch_size]
         seqs = [encoded.input_ids[i] for i in idx]
         ids, mask = right_pad(seqs, pad_id)
         logits = model(input_ids=ids, attention_mask=mask).logits
         for row, i in enumerate(idx):
             L, s = len(seqs[row]), starts[i]
             # logits at position t-1 predict token t; padding (t >= L) is never read
-            out[i] = [v.numpy() for v in position_stats(logits[row, s - 1:L - 1], ids[row, s:L])]
+            out[i] = [v.numpy() for v in position_stats(logits[row, s - 1 : L - 1], ids[row, s:L])]
         del logits
     offsets = np.r_[0, np.cumsum([len(o[0]) for o in out])]
     cat = [np.concatenate([o[k] for o in out]).astype(np.float32) for k in range(3)]
-    token_ids = np.concatenate([seq[s:] for seq, s in zip(encoded.input_ids, starts)]).astype(np.int64)
-    return TokenStats(*cat, token_ids=token_ids, offsets=offsets)
+    token_ids = np.concatenate([seq[s:] for seq, s in zip(encoded.input_ids, starts, strict=True)]).astype(np.int64)
+    return TokenStats(cat[0], cat[1], cat[2], token_ids=token_ids, offsets=offsets)
 
 
-def adapter_disabled(model):
-    """Context in which a PeftModel computes with its pre-trained weights only (no second copy)."""
-    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-
-
-class EvidenceError(ValueError):
+class EvidenceError(UserError, ValueError):
     """An attack asked for evidence this run cannot provide (e.g. too small a population split)."""
 
 
@@ -113,18 +121,18 @@ class EvidenceError(ValueError):
 
 # A variant is a re-encoding of the target samples that some attack scores besides the original
 # (lowercased text, a non-member prefix, ...): fn(evidence, **params) -> (Encoded, scored starts).
-VARIANTS: dict[str, Callable] = {}
+VARIANTS: Registry[Callable[..., tuple[Encoded, list[int]]]] = Registry("text variant")
 
 
 def register_variant(name: str):
     def deco(fn):
-        VARIANTS[name] = fn
-        return fn
+        return VARIANTS.register(name, fn)
+
     return deco
 
 
 @register_variant("original")
-def _original(ev: "Evidence"):
+def _original(ev: Evidence):
     enc = ev.encode(ev.examples)
     return enc, scored_starts(enc, ev.tokens)
 
@@ -138,74 +146,129 @@ class Evidence:
     statistics are the main piece; `measure` takes any other per-sample quantity (e.g. gradient
     norms). Everything is kept in memory and, with `cache_dir`, on disk, so attacks that read the
     same piece share one pass and a re-run recomputes nothing.
+
+    Cache files are named here and nowhere else: CACHE_DIR/ROLE-KEY/PIECE, KEY a fingerprint of
+    `key` (what the samples and scoring depend on) and the role's own key (what its weights depend
+    on). A role whose key changes reads none of its old files, and they are removed.
     """
 
-    def __init__(self, model, tokenizer, examples, encode: Callable, tokens: str = "response",
-                 batch_size: int = 16, population=(), cache_dir: Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        examples,
+        encode: Callable,
+        *,
+        tokens: str = "response",
+        batch_size: int = 16,
+        population=(),
+        cache_dir: Path | None = None,
+        key: str = "",
+        role_keys: dict[str, str] | None = None,
+        progress: bool = True,
+    ):
         self.model, self.tokenizer, self.examples = model, tokenizer, list(examples)
         self.encode, self.tokens, self.batch_size = encode, tokens, batch_size
-        self.population, self.cache_dir, self.progress = list(population), cache_dir, progress
-        self.roles: dict[str, Callable] = {"target": contextlib.nullcontext,
-                                           "pretrained": lambda: adapter_disabled(model)}
-        self._memo: dict[str, object] = {}
+        self.population, self.cache_dir, self.key, self.progress = list(population), cache_dir, key, progress
+        self.roles: dict[str, Callable] = {}
+        self._dirs: dict[str, Path] = {}
+        self._memo: dict[str, Any] = {}
         self._encoded: dict[str, tuple] = {}
         self.passes: list[dict] = []  # what was computed (not loaded), for the report
+        keys = role_keys or {}
+        self.add_role("target", contextlib.nullcontext, keys.get("target", ""))
+        if hasattr(model, "disable_adapter"):  # a PeftModel: the pre-trained model is it, adapter off
+            self.add_role("pretrained", lambda: model.disable_adapter(), keys.get("pretrained", ""))
 
-    def add_role(self, name: str, context: Callable) -> None:
-        """A further view of the model, e.g. another adapter: `context()` enters it."""
+    def add_role(self, name: str, context: Callable, key: str = "") -> None:
+        """A further view of the model, e.g. another adapter: `context()` enters it; `key` names
+        what its weights depend on (its cached pieces are reused only under the same key)."""
         self.roles[name] = context
+        if self.cache_dir is not None:
+            where = self.cache_dir / f"{name}-{fingerprint(self.key, key)}"
+            for stale in self.cache_dir.glob(f"{name}-*"):
+                if stale != where and stale.name.rsplit("-", 1)[0] == name:
+                    shutil.rmtree(stale)
+            self._dirs[name] = where
+
+    def file(self, role: str, name: str) -> Path | None:
+        """Where a piece of `role` called `name` is cached (None: no disk cache)."""
+        return self._dirs[role] / name if role in self._dirs else None
 
     def encoded(self, variant: str = "original", **params):
         key = _key(variant, params)
         if key not in self._encoded:
-            if variant not in VARIANTS:
-                raise KeyError(f"unknown variant '{variant}'")
             self._encoded[key] = VARIANTS[variant](self, **params)
         return self._encoded[key]
 
     def stats(self, role: str = "target", variant: str = "original", state=None, **params) -> TokenStats:
         """Token statistics of `role` over the samples' `variant` (params go to the variant)."""
+
         def compute(model, enc, starts):
-            return token_stats(model, enc, starts, self.batch_size, self.tokenizer.pad_token_id, self.progress,
-                               desc=f"score {role} {_key(variant, params)}")
+            return token_stats(
+                model,
+                enc,
+                starts,
+                self.batch_size,
+                self.tokenizer.pad_token_id,
+                self.progress,
+                desc=f"score {role} {_key(variant, params)}",
+            )
+
         return self._get("stats", role, variant, params, state, compute, TokenStats.load, TokenStats.save)
 
-    def measure(self, name: str, fn: Callable, role: str = "target", variant: str = "original", state=None,
-                **params) -> np.ndarray:
+    def measure(
+        self, name: str, fn: Callable, role: str = "target", variant: str = "original", state=None, **params
+    ) -> np.ndarray:
         """A per-sample array fn(model, encoded, starts) -> [n], computed in `role`, cached as `name`."""
         return self._get(name, role, variant, params, state, fn, lambda p: np.load(p), _save_array)
 
     def _get(self, what, role, variant, params, state, compute, load, save):
         if role not in self.roles:
-            raise EvidenceError(f"no model role '{role}' in this run (have: {', '.join(self.roles)})")
-        key = f"{role}-{_key(variant, params)}" + (f"@{state.key}" if state is not None else "")
-        key = key if what == "stats" else f"{key}-{what}"
-        if key in self._memo:
-            return self._memo[key]
-        path = self.cache_dir / f"{key}.{'npz' if what == 'stats' else 'npy'}" if self.cache_dir else None
+            hint = (
+                " (the pre-trained model is the PeftModel with its adapter disabled: score a PeftModel)"
+                if role == "pretrained"
+                else ""
+            )
+            raise EvidenceError(f"no model role '{role}' here (have: {', '.join(self.roles)}){hint}")
+        piece = _key(variant, params) + (f"@{state.key}" if state is not None else "")
+        piece = piece if what == "stats" else f"{piece}-{what}"
+        memo = f"{role}-{piece}"
+        if memo in self._memo:
+            return self._memo[memo]
+        path = self.file(role, f"{piece}.{'npz' if what == 'stats' else 'npy'}")
         if path is not None and path.is_file():
-            self._memo[key] = load(path)
-            return self._memo[key]
+            self._memo[memo] = load(path)
+            return self._memo[memo]
         enc, starts = self.encoded(variant, **params)
         t0 = time.perf_counter()
-        with self.roles[role](), (state.apply(self.model) if state is not None else contextlib.nullcontext()):
+        with self.roles[role](), state.apply(self.model) if state is not None else contextlib.nullcontext():
             value = compute(self.model, enc, starts)
-        self.passes.append({"pass": key, "samples": len(enc), "tokens": int(sum(map(len, enc.input_ids))),
-                            "seconds": round(time.perf_counter() - t0, 3)})
+        self.passes.append(
+            {
+                "pass": memo,
+                "samples": len(enc),
+                "tokens": int(sum(map(len, enc.input_ids))),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             save(value, path)
-        self._memo[key] = value
+        self._memo[memo] = value
         return value
 
-    def view(self, role: str) -> "ModelView":
+    def view(self, role: str) -> ModelView:
         return ModelView(self, role)
 
     @functools.cached_property
     def scored_texts(self) -> list[str]:
         """The text of each sample's scored tokens (what "x" is for text-level statistics like zlib)."""
         enc, starts = self.encoded()
-        return [self.tokenizer.decode(seq[s:], skip_special_tokens=True) for seq, s in zip(enc.input_ids, starts)]
+        return [
+            self.tokenizer.decode(seq[s:], skip_special_tokens=True)
+            for seq, s in zip(enc.input_ids, starts, strict=True)
+        ]
 
     def token_frequencies(self, corpus: str = "") -> np.ndarray:
         """Laplace-smoothed unigram frequencies over the vocabulary of the population texts plus, if
@@ -220,8 +283,10 @@ class Evidence:
                     raise EvidenceError(f"reference corpus '{corpus}' does not exist (dc-pdd's corpus parameter)")
                 docs += [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line]
             if not docs:
-                raise EvidenceError("token frequencies (DC-PDD) need a reference corpus: set split.population > 0 "
-                                    "or give attack_params: {dc-pdd: {corpus: FILE}}")
+                raise EvidenceError(
+                    "token frequencies (DC-PDD) need a reference corpus: set split.population > 0 "
+                    "or give attack_params: {dc-pdd: {corpus: FILE}}"
+                )
             ids = np.concatenate([np.asarray(seq, dtype=np.int64) for seq in self.tokenizer(docs)["input_ids"]])
             vocab = max(len(self.tokenizer), int(ids.max()) + 1)
             counts = np.bincount(ids, minlength=vocab).astype(np.float64)
@@ -232,6 +297,7 @@ class Evidence:
 @dataclass(frozen=True)
 class ModelView:
     """One model's side of the evidence: what a scalar attack reads."""
+
     evidence: Evidence
     role: str
 

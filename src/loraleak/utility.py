@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -42,14 +41,17 @@ def _with_choice(ev: HeldOut, index: int):
     return enc, list(enc.response_start)
 
 
-def measure(ev: HeldOut, task: Task, max_new_tokens: int, out: Path | None = None) -> dict:
+def measure(ev: HeldOut, task: Task, max_new_tokens: int) -> dict:
     """{role: {metric: value}} for the fine-tuned ("target") and pre-trained models on ev.examples."""
     if task.kind == "classification" and not task.choices:
         raise ValueError(f"classification task '{task.name}' declares no choices")
     result = {"held_out": len(ev.examples), "kind": task.kind}
     for role in ROLES:
-        result[role] = (_classification(ev, role, task.choices) if task.kind == "classification"
-                        else _generation(ev, role, max_new_tokens, out))
+        result[role] = (
+            _classification(ev, role, task.choices)
+            if task.kind == "classification"
+            else _generation(ev, role, max_new_tokens)
+        )
     return result
 
 
@@ -64,29 +66,39 @@ def _total(st) -> np.ndarray:
     return np.add.reduceat(st.logprob.astype(np.float64), st.offsets[:-1])
 
 
-def _generation(ev: Evidence, role: str, max_new_tokens: int, out: Path | None) -> dict:
+def _generation(ev: Evidence, role: str, max_new_tokens: int) -> dict:
     enc, _ = ev.encoded()
     st = ev.stats(role)  # response tokens: HeldOut always scores those
-    texts = _greedy(ev, role, enc, max_new_tokens, out)
+    texts = _greedy(ev, role, enc, max_new_tokens)
     # the reference is the response as fine-tuned on: cut to the same token cap as the generations
-    refs = [ev.tokenizer.decode(seq[s:], skip_special_tokens=True) for seq, s in zip(enc.input_ids, enc.response_start)]
-    return {"rouge_l": M.rouge_l([t.strip() for t in texts], [r.strip() for r in refs]),
-            "perplexity": M.perplexity(st.logprob)}
+    refs = [
+        ev.tokenizer.decode(seq[s:], skip_special_tokens=True)
+        for seq, s in zip(enc.input_ids, enc.response_start, strict=True)
+    ]
+    return {
+        "rouge_l": M.rouge_l([t.strip() for t in texts], [r.strip() for r in refs]),
+        "perplexity": M.perplexity(st.logprob),
+    }
 
 
-def _greedy(ev: Evidence, role: str, enc, max_new_tokens: int, out: Path | None) -> list[str]:
-    """Greedy generations from each prompt, cached as OUT/generations-ROLE.jsonl (id, generation, reference)."""
-    path = out / f"generations-{role}.jsonl" if out else None
+def _greedy(ev: Evidence, role: str, enc, max_new_tokens: int) -> list[str]:
+    """Greedy generations from each prompt, cached beside the role's passes as generations-new=N.jsonl
+    (id, generation, reference)."""
+    path = ev.file(role, f"generations-new={max_new_tokens}.jsonl")
     ids = [ex.id for ex in ev.examples]
     if path is not None and path.is_file():
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         if [r["id"] for r in rows] == ids:
             return [r["generation"] for r in rows]
-    prompts = [seq[:s] for seq, s in zip(enc.input_ids, enc.response_start)]
+    prompts = [seq[:s] for seq, s in zip(enc.input_ids, enc.response_start, strict=True)]
     with ev.roles[role]():
         texts = continuations(ev.model, ev.tokenizer, prompts, max_new_tokens, ev.batch_size)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps({"id": i, "generation": t, "reference": ex.response}) + "\n"
-                                for i, t, ex in zip(ids, texts, ev.examples)))
+        path.write_text(
+            "".join(
+                json.dumps({"id": i, "generation": t, "reference": ex.response}) + "\n"
+                for i, t, ex in zip(ids, texts, ev.examples, strict=True)
+            )
+        )
     return texts

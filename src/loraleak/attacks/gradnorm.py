@@ -18,7 +18,7 @@ from .registry import Attack, register, scalar_attack
 
 
 def _sample_nll(logits_row, ids_row, start, length):
-    lp = torch.log_softmax(logits_row[start - 1:length - 1].float(), -1)
+    lp = torch.log_softmax(logits_row[start - 1 : length - 1].float(), -1)
     return -lp.gather(-1, ids_row[start:length, None]).mean()
 
 
@@ -45,7 +45,7 @@ def input_gradient_norms(model, enc, starts, batch_size: int = 8, pad_id: int = 
     out = np.zeros(len(enc))
     with _grads_only_for(model, []):
         for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
+            idx = order[b : b + batch_size]
             seqs = [enc.input_ids[i] for i in idx]
             ids, mask = right_pad(seqs, pad_id)
             x = embed(ids).detach().requires_grad_(True)
@@ -72,19 +72,35 @@ def lora_gradient_norms(model, enc, starts) -> np.ndarray:
     return out
 
 
-@scalar_attack("gradnorm-x", access=("gradients",),
-               citation="Wang et al., 2024, as implemented in MIMIR (Duan et al., COLM 2024)")
+@scalar_attack(
+    "gradnorm-x",
+    access=("gradients",),
+    score="-||d NLL(x) / d input embeddings||_2",
+    note="batched: exact per-sample gradients (samples never interact)",
+    citation="Wang et al., 2024, as implemented in MIMIR (Duan et al., COLM 2024)",
+)
 def gradnorm_x(view):
     ev = view.evidence
-    fn = lambda model, enc, starts: input_gradient_norms(model, enc, starts, max(1, ev.batch_size // 2),
-                                                         ev.tokenizer.pad_token_id)
-    return -view.measure("gradnorm-x", fn)
+
+    def norms(model, enc, starts):
+        return input_gradient_norms(model, enc, starts, max(1, ev.batch_size // 2), ev.tokenizer.pad_token_id)
+
+    return -view.measure("gradnorm-x", norms)
 
 
 def _gradnorm_theta(evidence):
     return -evidence.view("target").measure("gradnorm-theta", lora_gradient_norms)
 
 
-register(Attack(name="gradnorm-theta", family="reference-free", access=("gradients",), fn=_gradnorm_theta,
-                scalar=False, citation="Wang et al., 2024, as implemented in MIMIR (Duan et al., COLM 2024)",
-                note="over the LoRA parameters only; no -pt variant"))
+register(
+    Attack(
+        name="gradnorm-theta",
+        family="reference-free",
+        access=("gradients",),
+        fn=_gradnorm_theta,
+        score="-||d NLL(x) / d LoRA parameters||_2",
+        scalar=False,
+        citation="Wang et al., 2024, as implemented in MIMIR (Duan et al., COLM 2024)",
+        note="over the LoRA parameters only; no -pt variant",
+    )
+)

@@ -15,7 +15,11 @@ def lowercased(ev):
     return enc, scored_starts(enc, ev.tokens)
 
 
-@scalar_attack("lowercase", variants=("lowercase",),
-               citation="Carlini et al., Extracting Training Data from Large Language Models, USENIX Security 2021")
+@scalar_attack(
+    "lowercase",
+    variants=("lowercase",),
+    score="NLL(lower(x)) / NLL(x)",
+    citation="Carlini et al., Extracting Training Data from Large Language Models, USENIX Security 2021",
+)
 def lowercase(view):
     return view.stats("lowercase").nll() / view.stats().nll()

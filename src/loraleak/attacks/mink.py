@@ -11,17 +11,29 @@ from .registry import scalar_attack
 
 
 def mean_lowest(values: list[np.ndarray], k: float) -> np.ndarray:
-    return np.array([np.sort(v)[:max(1, int(len(v) * k))].mean() for v in values])
+    return np.array([np.sort(v)[: max(1, int(len(v) * k))].mean() for v in values])
 
 
-@scalar_attack("min-k", k=0.2, citation="Shi et al., Detecting Pretraining Data from Large Language Models, ICLR 2024")
+@scalar_attack(
+    "min-k",
+    k=0.2,
+    score="mean of the k lowest token log-probs (a fraction k of x's tokens, at least one)",
+    citation="Shi et al., Detecting Pretraining Data from Large Language Models, ICLR 2024",
+)
 def min_k(view, k):
     st = view.stats()
     return mean_lowest(st.per_sample(st.logprob), k)
 
 
-@scalar_attack("min-k++", k=0.2, citation="Zhang et al., Min-K%++: Improved Baseline for Detecting Pre-Training "
-                                          "Data from Large Language Models, 2024 (ICLR 2025)")
+@scalar_attack(
+    "min-k++",
+    k=0.2,
+    score="mean of the k lowest (log p_t - mu_t) / sigma_t, mu and sigma^2 the mean "
+    "and variance of log p under the model's next-token distribution",
+    note="sigma^2 floored at 1e-12",
+    citation="Zhang et al., Min-K%++: Improved Baseline for Detecting Pre-Training "
+    "Data from Large Language Models, 2024 (ICLR 2025)",
+)
 def min_k_plus_plus(view, k):
     st = view.stats()
     z = (st.logprob - st.mean) / np.sqrt(np.maximum(st.var, 1e-12))  # guard: a one-hot distribution has var 0

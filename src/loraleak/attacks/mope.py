@@ -21,8 +21,7 @@ from .registry import scalar_attack
 
 def perturbed_parameters(model) -> list[torch.nn.Parameter]:
     skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
-    return [p for name, p in model.named_parameters()
-            if p.dim() == 2 and "lora_" not in name and id(p) not in skip]
+    return [p for name, p in model.named_parameters() if p.dim() == 2 and "lora_" not in name and id(p) not in skip]
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,20 @@ class Perturbation:
             yield
         finally:
             with torch.no_grad():
-                for p, original in zip(params, saved):
+                for p, original in zip(params, saved, strict=True):
                     p.copy_(original)
 
 
-@scalar_attack("mope", n=5, sigma=0.01, seed=0, access=("logits", "weights"),
-               citation="Li et al., MoPe: Model Perturbation-based Privacy Attacks on Language Models, EMNLP 2023",
-               note="Gaussian noise on the transformer blocks' linear weights (not embeddings, head or adapter)")
+@scalar_attack(
+    "mope",
+    n=5,
+    sigma=0.01,
+    seed=0,
+    access=("logits", "weights"),
+    score="mean over n of NLL(theta + eps_i, x) - NLL(theta, x), eps_i ~ N(0, sigma^2 I) (seeded)",
+    citation="Li et al., MoPe: Model Perturbation-based Privacy Attacks on Language Models, EMNLP 2023",
+    note="Gaussian noise on the transformer blocks' linear weights (not embeddings, head or adapter)",
+)
 def mope(view, n, sigma, seed):
     perturbed = [view.stats(state=Perturbation(sigma, i, seed)).nll() for i in range(n)]
     return np.mean(perturbed, axis=0) - view.stats().nll()

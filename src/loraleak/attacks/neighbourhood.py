@@ -20,7 +20,7 @@ from .registry import scalar_attack
 
 def top_k_candidates(model, enc, starts, k: int, batch_size: int = 16, pad_id: int = 0) -> np.ndarray:
     """[scored positions of all samples, k] token ids: the model's k likeliest next tokens."""
-    out = [None] * len(enc)
+    out: list[np.ndarray] = [np.empty((0, k), np.int64)] * len(enc)
     with torch.inference_mode():
         for b in range(0, len(enc), batch_size):
             idx = list(range(b, min(b + batch_size, len(enc))))
@@ -28,18 +28,20 @@ def top_k_candidates(model, enc, starts, k: int, batch_size: int = 16, pad_id: i
             ids, mask = right_pad(seqs, pad_id)
             logits = model(input_ids=ids, attention_mask=mask).logits
             for r, i in enumerate(idx):
-                out[i] = logits[r, starts[i] - 1:len(seqs[r]) - 1].float().topk(k, dim=-1).indices.numpy()
+                out[i] = logits[r, starts[i] - 1 : len(seqs[r]) - 1].float().topk(k, dim=-1).indices.numpy()
     return np.concatenate(out)
 
 
 @register_variant("neighbour")
 def neighbour(ev, index, rate, k, seed):
     enc, starts = ev.encoded()
-    cands = ev.measure(f"top{k}", lambda m, e, s: top_k_candidates(m, e, s, k, ev.batch_size,
-                                                                    ev.tokenizer.pad_token_id),
-                       role="pretrained")
+    cands = ev.measure(
+        f"top{k}",
+        lambda m, e, s: top_k_candidates(m, e, s, k, ev.batch_size, ev.tokenizer.pad_token_id),
+        role="pretrained",
+    )
     ids, offset = [], 0
-    for i, (seq, s) in enumerate(zip(enc.input_ids, starts)):
+    for i, (seq, s) in enumerate(zip(enc.input_ids, starts, strict=True)):
         n_scored = len(seq) - s
         rng = np.random.default_rng([seed, i, index])
         seq = list(seq)
@@ -51,11 +53,18 @@ def neighbour(ev, index, rate, k, seed):
     return type(enc)(ids, list(enc.response_start), enc.truncated), list(starts)
 
 
-@scalar_attack("neighbourhood", n=5, rate=0.1, k=10, seed=0,
-               citation="Mattern et al., Membership Inference Attacks against Language Models via Neighbourhood "
-                        "Comparison, Findings of ACL 2023",
-               variants=("neighbour",),
-               note="neighbours from the pre-trained model's top-k tokens, not a masked LM; token-level")
+@scalar_attack(
+    "neighbourhood",
+    n=5,
+    rate=0.1,
+    k=10,
+    seed=0,
+    score="mean NLL of n neighbours of x - NLL(x); a neighbour replaces a fraction rate of x's tokens",
+    citation="Mattern et al., Membership Inference Attacks against Language Models via Neighbourhood "
+    "Comparison, Findings of ACL 2023",
+    variants=("neighbour",),
+    note="neighbours from the pre-trained model's top-k tokens, not a masked LM; token-level",
+)
 def neighbourhood(view, n, rate, k, seed):
     nll = [view.stats("neighbour", index=j, rate=rate, k=k, seed=seed).nll() for j in range(n)]
     return np.mean(nll, axis=0) - view.stats().nll()

@@ -9,16 +9,30 @@ adapter on the one resident base model.
 from .registry import Attack, ExtraAdapter, register
 
 
+def _population(split):
+    return split.population
+
+
 def _reference_adapter(**_):
-    return [ExtraAdapter("reference", data=lambda split, ev: split.population, seed_offset=1)]
+    return [ExtraAdapter("reference", data=_population, seed_offset=1)]
 
 
 def _reference(evidence):
     return evidence.stats("reference").nll() - evidence.stats("target").nll()
 
 
-register(Attack(name="reference", family="reference-model", access=("logits",), fn=_reference, scalar=False,
-                roles=("target", "reference"), adapters=_reference_adapter,
-                citation="Carlini et al., USENIX Security 2021; Mireshghallah et al., Quantifying Privacy Risks of "
-                         "Masked Language Models Using Membership Inference Attacks, EMNLP 2022",
-                note="reference adapter trained on the population split with the target's recipe"))
+register(
+    Attack(
+        name="reference",
+        family="reference-model",
+        access=("logits",),
+        fn=_reference,
+        scalar=False,
+        score="NLL(M_ref, x) - NLL(M_ft, x)",
+        roles=("target", "reference"),
+        adapters=_reference_adapter,
+        citation="Carlini et al., USENIX Security 2021; Mireshghallah et al., Quantifying Privacy Risks of "
+        "Masked Language Models Using Membership Inference Attacks, EMNLP 2022",
+        note="reference adapter trained on the population split with the target's recipe",
+    )
+)

@@ -24,7 +24,7 @@ def prefix_and_suffix(ev):
     """(prompt + first half of the scored tokens as ids, second half as text) per target sample."""
     enc, starts = ev.encoded()
     out = []
-    for seq, s in zip(enc.input_ids, starts):
+    for seq, s in zip(enc.input_ids, starts, strict=True):
         cut = s + (len(seq) - s) // 2
         out.append((seq[:cut], ev.tokenizer.decode(seq[cut:], skip_special_tokens=True)))
     return out
@@ -36,14 +36,23 @@ def samia_scores(ev, n, seed, max_new_tokens):
 
     def generate(model, enc, starts):
         texts = sample_continuations(model, ev.tokenizer, prompts, max_new_tokens, seed, max(1, ev.batch_size // 2))
-        return np.array([np.mean([rouge1_f1(texts[i * n + j], suffix) for j in range(n)])
-                         for i, (_, suffix) in enumerate(pairs)])
+        return np.array(
+            [np.mean([rouge1_f1(texts[i * n + j], suffix) for j in range(n)]) for i, (_, suffix) in enumerate(pairs)]
+        )
 
     return ev.measure(f"samia-n={n}-seed={seed}-new={max_new_tokens}", generate, role="target")
 
 
-register(Attack(name="samia", family="label-only", access=("generation",), scalar=False,
-                fn=lambda ev, n, seed, max_new_tokens: samia_scores(ev, n, seed, max_new_tokens),
-                defaults={"n": 5, "seed": 0, "max_new_tokens": 16},
-                citation="Kaneko et al., Sampling-based Pseudo-Likelihood for Membership Inference Attacks, 2024",
-                note="prefix = prompt + first half of x; ROUGE-1 F1 on words"))
+register(
+    Attack(
+        name="samia",
+        family="label-only",
+        access=("generation",),
+        scalar=False,
+        score="mean ROUGE-1 F1 of n sampled continuations of (prompt + first half of x) with x's second half",
+        fn=lambda ev, n, seed, max_new_tokens: samia_scores(ev, n, seed, max_new_tokens),
+        defaults={"n": 5, "seed": 0, "max_new_tokens": 16},
+        citation="Kaneko et al., Sampling-based Pseudo-Likelihood for Membership Inference Attacks, 2024",
+        note="prefix = prompt + first half of x; ROUGE-1 F1 on words",
+    )
+)

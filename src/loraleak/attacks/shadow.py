@@ -14,6 +14,8 @@ for few shadows). RMIA's Pr(x | theta) is exp(phi(x)), the geometric-mean token 
 reference samples z are the population split.
 """
 
+from functools import partial
+
 import numpy as np
 from scipy.stats import norm
 
@@ -36,11 +38,18 @@ def _pool(split):
     return split.population + split.targets
 
 
+def _shadow_data(split, k, seed, index):
+    pool = _pool(split)
+    return [ex for ex, kept in zip(pool, keep_matrix(k, len(pool), seed)[index], strict=True) if kept]
+
+
 def _shadows(k, seed, **_):
-    def data(i):
-        return lambda split, ev: [ex for ex, kept in zip(_pool(split), keep_matrix(k, len(_pool(split)), seed)[i])
-                                  if kept]
-    return [ExtraAdapter(shadow_name(i, k, seed), data=data(i), seed_offset=10 + i) for i in range(k)]
+    return [
+        ExtraAdapter(
+            shadow_name(i, k, seed), data=_shadow_data, inputs={"k": k, "seed": seed, "index": i}, seed_offset=10 + i
+        )
+        for i in range(k)
+    ]
 
 
 @register_variant("population")
@@ -54,7 +63,7 @@ def _phis(ev, k, seed, variant="original"):
     target = -ev.stats("target", variant).nll()
     shadows = np.stack([-ev.stats(shadow_name(i, k, seed), variant).nll() for i in range(k)])
     keep = keep_matrix(k, len(ev.population) + len(ev.examples), seed)
-    return target, shadows, (keep[:, len(ev.population):] if variant == "original" else keep[:, :len(ev.population)])
+    return target, shadows, (keep[:, len(ev.population) :] if variant == "original" else keep[:, : len(ev.population)])
 
 
 def _fit(shadows, mask, global_variance):
@@ -62,9 +71,9 @@ def _fit(shadows, mask, global_variance):
     mu = np.where(mask, shadows, 0).sum(0) / mask.sum(0)
     resid = np.where(mask, shadows - mu, 0)
     if global_variance:
-        sd = np.full(mu.shape, np.sqrt((resid ** 2).sum() / max(1, mask.sum() - mask.shape[1])))
+        sd = np.full(mu.shape, np.sqrt((resid**2).sum() / max(1, mask.sum() - mask.shape[1])))
     else:
-        sd = np.sqrt((resid ** 2).sum(0) / np.maximum(1, mask.sum(0) - 1))
+        sd = np.sqrt((resid**2).sum(0) / np.maximum(1, mask.sum(0) - 1))
     return mu, np.maximum(sd, 1e-6)
 
 
@@ -94,8 +103,10 @@ def _rmia_ratio(phi, shadows, keep, online, a):
 
 
 def _rmia(ev, k, seed, gamma, a, online):
-    ratio_x = _rmia_ratio(*_phis(ev, k, seed), online, a)
-    ratio_z = _rmia_ratio(*_phis(ev, k, seed, "population"), online, a)
+    phi_x, shadows_x, keep_x = _phis(ev, k, seed)
+    phi_z, shadows_z, keep_z = _phis(ev, k, seed, "population")
+    ratio_x = _rmia_ratio(phi_x, shadows_x, keep_x, online, a)
+    ratio_z = _rmia_ratio(phi_z, shadows_z, keep_z, online, a)
     # share of reference samples z that x dominates by a factor gamma
     return (ratio_x[:, None] / ratio_z[None, :] >= gamma).mean(1)
 
@@ -103,12 +114,44 @@ def _rmia(ev, k, seed, gamma, a, online):
 CITE_LIRA = "Carlini et al., Membership Inference Attacks From First Principles, IEEE S&P 2022"
 CITE_RMIA = "Zarifzadeh et al., Low-Cost High-Power Membership Inference Attacks, ICML 2024"
 SHADOWS = {"k": 4, "seed": 0}
-for name, fn, defaults, cite in [
-        ("lira-offline", _lira_offline, {**SHADOWS, "global_variance": True}, CITE_LIRA),
-        ("lira-online", _lira_online, {**SHADOWS, "global_variance": True}, CITE_LIRA),
-        ("rmia-offline", lambda ev, **p: _rmia(ev, online=False, **p), {**SHADOWS, "gamma": 1.0, "a": 0.3}, CITE_RMIA),
-        ("rmia-online", lambda ev, **p: _rmia(ev, online=True, **p), {**SHADOWS, "gamma": 1.0, "a": 0.3}, CITE_RMIA)]:
-    register(Attack(name=name, family="shadow", access=("logits",), fn=fn, scalar=False, defaults=defaults,
-                    roles=("target", "shadows"), adapters=_shadows, citation=cite,
-                    note="one shadow pool (population + targets, each sample IN for k/2 shadows); "
-                         "phi = mean token log-likelihood"))
+LIRA_SCORES = (
+    "(phi - mu_out) / sigma_out, from the shadows that did not train on x",
+    "log N(phi; mu_in, sigma_in) - log N(phi; mu_out, sigma_out)",
+)
+RMIA_SCORE = (
+    "share of population samples z with [p(x | theta) / p(x)] / [p(z | theta) / p(z)] >= gamma, "
+    "p(x) averaged over the {} shadows"
+)
+
+
+def _register(name, fn, defaults, citation, score):
+    register(
+        Attack(
+            name=name,
+            family="shadow",
+            access=("logits",),
+            fn=fn,
+            scalar=False,
+            defaults=defaults,
+            roles=("target", "shadows"),
+            adapters=_shadows,
+            citation=citation,
+            score=score,
+            note="one shadow pool (population + targets, each sample IN for k/2 shadows); "
+            "phi = mean token log-likelihood",
+        )
+    )
+
+
+_register("lira-offline", _lira_offline, {**SHADOWS, "global_variance": True}, CITE_LIRA, LIRA_SCORES[0])
+_register("lira-online", _lira_online, {**SHADOWS, "global_variance": True}, CITE_LIRA, LIRA_SCORES[1])
+_register(
+    "rmia-offline",
+    partial(_rmia, online=False),
+    {**SHADOWS, "gamma": 1.0, "a": 0.3},
+    CITE_RMIA,
+    RMIA_SCORE.format("OUT") + " and linearly corrected by a",
+)
+_register(
+    "rmia-online", partial(_rmia, online=True), {**SHADOWS, "gamma": 1.0, "a": 0.3}, CITE_RMIA, RMIA_SCORE.format("k")
+)

@@ -40,7 +40,8 @@ class EmbeddingNoise:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.index)
         noise = torch.randn(embed.weight.shape, generator=gen) * (self.scale * embed.weight.float().std())
         handle = embed.register_forward_hook(
-            lambda module, inputs, output: output + (self.sign * noise[inputs[0]]).to(output.dtype))
+            lambda module, inputs, output: output + (self.sign * noise[inputs[0]]).to(output.dtype)
+        )
         try:
             yield
         finally:
@@ -49,24 +50,52 @@ class EmbeddingNoise:
 
 def probabilistic_variation(evidence, role, m, scale, seed):
     loglik = -evidence.stats(role).nll()
-    pairs = [(-evidence.stats(role, state=EmbeddingNoise(scale, i, +1, seed)).nll()
-              - evidence.stats(role, state=EmbeddingNoise(scale, i, -1, seed)).nll()) / 2 for i in range(m)]
+    pairs = [
+        (
+            -evidence.stats(role, state=EmbeddingNoise(scale, i, +1, seed)).nll()
+            - evidence.stats(role, state=EmbeddingNoise(scale, i, -1, seed)).nll()
+        )
+        / 2
+        for i in range(m)
+    ]
     return loglik - np.mean(pairs, axis=0)
 
 
 def _spv(evidence, m, scale, seed, max_new_tokens):
-    return (probabilistic_variation(evidence, "target", m, scale, seed)
-            - probabilistic_variation(evidence, "spv-reference", m, scale, seed))
+    return probabilistic_variation(evidence, "target", m, scale, seed) - probabilistic_variation(
+        evidence, "spv-reference", m, scale, seed
+    )
+
+
+def _self_prompted_population(split, evidence, max_new_tokens, seed):
+    return self_prompted_examples(evidence, split.population, max_new_tokens, seed)
 
 
 def _spv_adapter(max_new_tokens, seed, **_):
-    data = lambda split, ev: self_prompted_examples(ev, split.population, max_new_tokens, seed)
-    return [ExtraAdapter("spv-reference", data=data, seed_offset=2)]
+    return [
+        ExtraAdapter(
+            "spv-reference",
+            data=_self_prompted_population,
+            reads_target=True,
+            seed_offset=2,
+            inputs={"max_new_tokens": max_new_tokens, "seed": seed},
+        )
+    ]
 
 
-register(Attack(name="spv-mia", family="reference-model", access=("logits", "generation"), fn=_spv, scalar=False,
-                roles=("target", "spv-reference"), adapters=_spv_adapter,
-                defaults={"m": 3, "scale": 0.5, "seed": 0, "max_new_tokens": 32},
-                citation="Fu et al., Membership Inference Attacks against Fine-tuned Large Language Models via "
-                         "Self-prompt Calibration, NeurIPS 2024",
-                note="population prompts; embedding-noise symmetric pairs instead of T5 paraphrases"))
+register(
+    Attack(
+        name="spv-mia",
+        family="reference-model",
+        access=("logits", "generation"),
+        fn=_spv,
+        scalar=False,
+        score="PV(M_ft, x) - PV(M_ref, x), PV = log p(x) - mean over m pairs of (log p(x+) + log p(x-)) / 2",
+        roles=("target", "spv-reference"),
+        adapters=_spv_adapter,
+        defaults={"m": 3, "scale": 0.5, "seed": 0, "max_new_tokens": 32},
+        citation="Fu et al., Membership Inference Attacks against Fine-tuned Large Language Models via "
+        "Self-prompt Calibration, NeurIPS 2024",
+        note="population prompts; embedding-noise symmetric pairs instead of T5 paraphrases",
+    )
+)

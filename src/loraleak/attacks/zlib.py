@@ -16,8 +16,11 @@ def zlib_bytes(text: str) -> int:
     return len(_zlib.compress(text.encode("utf-8")))
 
 
-@scalar_attack("zlib", citation="Carlini et al., Extracting Training Data from Large Language Models, "
-                                "USENIX Security 2021")
+@scalar_attack(
+    "zlib",
+    score="-(mean token NLL) / zlib-compressed bytes of x",
+    citation="Carlini et al., Extracting Training Data from Large Language Models, USENIX Security 2021",
+)
 def zlib_ratio(view):
     sizes = np.array([zlib_bytes(t) for t in view.evidence.scored_texts], dtype=np.float64)
     return -view.stats().nll() / sizes

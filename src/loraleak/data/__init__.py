@@ -2,9 +2,26 @@
 population split and its manifest; `encoding` tokenizes examples for training and scoring."""
 
 from .encoding import Encoded, encode_examples, right_pad
+from .example import Example, LoadedTask, TaskError
 from .split import Split, dedup, make_split, read_manifest, shift_check, write_manifest
-from .tasks import SKIPPED, TASKS, Example, Task, TaskError, get_task, load_task, register_task
+from .tasks import TASKS, Task, get_task, load_task, register_task
 
-__all__ = ["Encoded", "encode_examples", "right_pad", "Split", "dedup", "make_split", "read_manifest", "shift_check",
-           "write_manifest", "SKIPPED", "TASKS", "Example", "Task", "TaskError", "get_task", "load_task",
-           "register_task"]
+__all__ = [
+    "Encoded",
+    "encode_examples",
+    "right_pad",
+    "Split",
+    "dedup",
+    "make_split",
+    "read_manifest",
+    "shift_check",
+    "write_manifest",
+    "TASKS",
+    "Example",
+    "LoadedTask",
+    "Task",
+    "TaskError",
+    "get_task",
+    "load_task",
+    "register_task",
+]

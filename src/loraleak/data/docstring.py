@@ -12,12 +12,21 @@ import inspect
 import sysconfig
 import textwrap
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3",
-             "turtledemo", "ensurepip"}
+SKIP_DIRS = {
+    "test",
+    "tests",
+    "idle_test",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "lib2to3",
+    "turtledemo",
+    "ensurepip",
+}
 MAX_SOURCE_CHARS = 4000  # very long functions would only be cut to the token cap anyway
 
 
@@ -80,8 +89,15 @@ def _public_functions(tree: ast.AST, prefix: str = ""):
 
 def _record(node, lines: list[str]):
     body = node.body
-    if not (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)) or len(body) < 2:
+    if (
+        not (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        )
+        or len(body) < 2
+    ):
         return None  # no docstring, or nothing but a docstring
     doc = inspect.cleandoc(body[0].value.value).strip()
     if not doc:
@@ -90,7 +106,7 @@ def _record(node, lines: list[str]):
     d0, d1 = body[0].lineno - 1, body[0].end_lineno
     if lines[d0].strip()[:1] not in ('"', "'", "r", "R", "u", "U", "b", "B") or body[1].lineno - 1 < d1:
         return None  # docstring shares a line with other code: cannot cut it out cleanly
-    kept = lines[start:d0] + lines[d1:node.end_lineno]
+    kept = lines[start:d0] + lines[d1 : node.end_lineno]
     code = textwrap.dedent("\n".join(kept)).strip("\n")
     if len(code) > MAX_SOURCE_CHARS:
         return None

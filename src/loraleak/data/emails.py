@@ -35,8 +35,8 @@ def parse_email(raw: bytes | str) -> ParsedEmail:
     """`raw`: the message's bytes (a str is taken as UTF-8). A leading mbox "From addr date" line, as
     in the SpamAssassin files, is the parser's unixfrom, not a header."""
     msg = email.message_from_bytes(raw.encode() if isinstance(raw, str) else raw)
-    h = lambda name: decode_header_value(msg.get(name))
-    return ParsedEmail(h("From"), h("To"), h("Subject"), h("Date"), body_text(msg))
+    From, To, Subject, Date = (decode_header_value(msg.get(name)) for name in ("From", "To", "Subject", "Date"))
+    return ParsedEmail(From, To, Subject, Date, body_text(msg))
 
 
 def decode_text(data: bytes, charset: str | None) -> str:
@@ -67,11 +67,20 @@ def body_text(msg) -> str:
     parts dropped."""
     parts = list(_inline_text_parts(msg))
     if not parts:
-        broken = any(isinstance(d, (errors.NoBoundaryInMultipartDefect, errors.StartBoundaryNotFoundDefect,
-                                    errors.MultipartInvariantViolationDefect))
-                     for p in msg.walk() for d in p.defects)
+        broken = any(
+            isinstance(
+                d,
+                (
+                    errors.NoBoundaryInMultipartDefect,
+                    errors.StartBoundaryNotFoundDefect,
+                    errors.MultipartInvariantViolationDefect,
+                ),
+            )
+            for p in msg.walk()
+            for d in p.defects
+        )
         raise EmailParseError("broken MIME" if broken else "no text part")
-    texts = {"plain": [], "html": []}
+    texts: dict[str, list[str]] = {"plain": [], "html": []}
     undecodable = 0
     for part in parts:
         data = part.get_payload(decode=True) or b""
@@ -116,8 +125,27 @@ def tidy(text: str) -> str:
 
 class _HTMLText(HTMLParser):
     SKIP = frozenset({"script", "style", "title"})  # not "head": an unclosed <head> would hide the whole page
-    BLOCK = frozenset({"br", "p", "div", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
-                       "blockquote", "pre"})
+    BLOCK = frozenset(
+        {
+            "br",
+            "p",
+            "div",
+            "tr",
+            "li",
+            "ul",
+            "ol",
+            "table",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "hr",
+            "blockquote",
+            "pre",
+        }
+    )
 
     def __init__(self):
         super().__init__(convert_charrefs=True)  # entities unescaped in handle_data

@@ -31,13 +31,13 @@ def encode_examples(examples, tokenizer, max_prompt_tokens: int, max_response_to
     ids, starts, truncated = [], [], 0
     # a text-only example has an empty prompt: start it with BOS (or EOS) so its first token is predicted
     start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos]
-    for p, r in zip(prompts, responses):
+    for p, r in zip(prompts, responses, strict=True):
         p = p or start
         cut = len(p) > max_prompt_tokens or len(r) > max_response_tokens
         truncated += cut
         if len(p) > max_prompt_tokens:
             tail = min(PROMPT_TAIL, max_prompt_tokens // 2)
-            p = p[:max_prompt_tokens - tail] + p[len(p) - tail:]
+            p = p[: max_prompt_tokens - tail] + p[len(p) - tail :]
         seq = p + r[:max_response_tokens] + [eos]
         ids.append(seq)
         starts.append(len(p))
@@ -51,6 +51,6 @@ def right_pad(seqs: list[list[int]], pad_id: int):
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.long)
     for row, seq in enumerate(seqs):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
     return ids, mask

