@@ -7,6 +7,7 @@ products (adapters, token statistics, utility passes) live in its output directo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,12 +30,9 @@ def fingerprint(*parts: Any) -> str:
 
 
 def _plain(o: Any) -> Any:
-    import dataclasses
-
+    """What json cannot write itself: config sections (dataclasses) and paths."""
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
         return dataclasses.asdict(o)
-    if isinstance(o, (set, frozenset, tuple)):
-        return sorted(o) if isinstance(o, (set, frozenset)) else list(o)
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot fingerprint {type(o).__name__}")
@@ -97,6 +95,11 @@ def extra_adapter_key(cfg: Any, spec: Any) -> str:
     return fingerprint(
         "extra", spec.name, spec.seed_offset, spec.inputs, cfg.model, cfg.task, cfg.split, cfg.lora, cfg.train, reads
     )
+
+
+def role_keys(cfg: Any) -> dict[str, str]:
+    """The keys of the two roles every run has: the fine-tuned model and the pre-trained one."""
+    return {"target": target_key(cfg), "pretrained": pretrained_key(cfg)}
 
 
 def targets_key(cfg: Any) -> str:

@@ -251,7 +251,7 @@ def attack_evidence(cfg: Config, target: Target, data: RunData, files: RunFiles 
         population=data.split.population,
         cache_dir=files.stats if files else None,
         key=cache.targets_key(cfg),
-        role_keys={"target": cache.target_key(cfg), "pretrained": cache.pretrained_key(cfg)},
+        role_keys=cache.role_keys(cfg),
         progress=progress,
     )
 
@@ -361,7 +361,7 @@ def measure_utility(
         key=cache.held_out_key(cfg),
         progress=progress,
         choices=data.task.choices,
-        role_keys={"target": cache.target_key(cfg), "pretrained": cache.pretrained_key(cfg)},
+        role_keys=cache.role_keys(cfg),
     )
     return utility.measure(held_out, data.task, cfg.task.max_response_tokens)
 
