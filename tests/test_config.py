@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import yaml
 
-from loraleak.cache import extra_adapter_key, target_key
+from loraleak.cache import Keys
 from loraleak.config import Config, ConfigError, from_dict, load_config, render_yaml
 
 BASE = {"model": {"name": "tiny-llama"}, "task": {"name": "toy"}}
@@ -46,7 +46,7 @@ def test_loraleak_config_prints_every_field_with_help_and_loads_back_to_the_defa
         ({**BASE, "train": {"epoch": 2}}, "unknown key 'train.epoch'; did you mean 'epochs'"),
         ({**BASE, "train": {"epochs": "three"}}, "'train.epochs' must be int"),
         ({**BASE, "train": {"loss_on": "prompt"}}, "'train.loss_on' is 'prompt'; choose one of response, full"),
-        ({**BASE, "split": {"members": 0}}, "'split.members' must be > 0"),
+        ({**BASE, "split": {"members": 0}}, "'split.members' must be >= 10"),
         ({**BASE, "attacks": []}, "'attacks' is empty"),
         ({**BASE, "attack_params": {"mope": 3}}, "'attack_params' must map names to mappings"),
     ],
@@ -75,15 +75,21 @@ def test_cache_keys_track_exactly_their_inputs():
         from_dict({**BASE, "eval": {"bootstrap": 0}}),
         from_dict({**BASE, "output_dir": "elsewhere", "attacks": ["zlib"]}),
     ]
-    assert all(target_key(b) == target_key(a) for b in same)
-    assert target_key(from_dict({**BASE, "train": {"lr": 0.02}})) != target_key(a)
+    assert all(Keys(b).target() == Keys(a).target() for b in same)
+    assert Keys(from_dict({**BASE, "train": {"lr": 0.02}})).target() != Keys(a).target()
     ref = ExtraAdapter("reference", data=list, seed_offset=1)
     spv = ExtraAdapter("spv-reference", data=list, inputs={"max_new_tokens": 32}, reads_target=True)
     dp = from_dict({**BASE, "dp": {"enabled": True}})
-    assert extra_adapter_key(dp, ref) == extra_adapter_key(a, ref)  # attacker adapters train without DP
-    assert extra_adapter_key(dp, spv) != extra_adapter_key(a, spv)  # ... but spv's data comes from the target
-    assert extra_adapter_key(same[0], spv) != extra_adapter_key(a, spv)  # and its generation batches
-    assert extra_adapter_key(a, dataclasses.replace(spv, inputs={"max_new_tokens": 16})) != extra_adapter_key(a, spv)
+    assert Keys(dp).extra_adapter(ref) == Keys(a).extra_adapter(ref)  # attacker adapters train without DP
+    assert Keys(dp).extra_adapter(spv) != Keys(a).extra_adapter(spv)  # ... but spv's data comes from the target
+    assert Keys(same[0]).extra_adapter(spv) != Keys(a).extra_adapter(spv)  # and its generation batches
+    assert Keys(a).extra_adapter(dataclasses.replace(spv, inputs={"max_new_tokens": 16})) != Keys(a).extra_adapter(spv)
+    # what moves numbers beyond the config: the data's content and the numerics (torch threads, ...)
+    for other in (Keys(a, data="edited"), Keys(a, numerics={"threads": 1}), Keys(a, numerics={"threads": 2})):
+        assert other.target() != Keys(a).target() and other.extra_adapter(ref) != Keys(a).extra_adapter(ref)
+        assert other.report() != Keys(a).report()
+    assert Keys(a, numerics={"threads": 1}).pretrained() != Keys(a, numerics={"threads": 2}).pretrained()
+    assert Keys(a, data="edited").targets() != Keys(a).targets()
 
 
 def test_grid_is_the_product_of_sweep_and_variants():

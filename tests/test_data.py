@@ -1,4 +1,6 @@
 import ast
+import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from loraleak.data import (
     load_task,
     make_split,
     read_manifest,
+    shift_check,
     write_manifest,
 )
 from loraleak.data.docstring import records_from_source
@@ -205,3 +208,84 @@ def test_spamassassin_does_not_import_torch():
                 seen.add(target)
                 todo.append(target)
     assert {"loraleak.data.emails", "loraleak.data.example", "loraleak.cache", "loraleak.errors"} <= seen
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("qa.csv", 'id,prompt,response\nq1,"Q,1:", A1\nq2,Q2:, A2\n'),
+        (
+            "qa.jsonl",
+            '{"id": "q1", "prompt": "Q,1:", "response": " A1"}\n{"id": "q2", "prompt": "Q2:", "response": " A2"}\n',
+        ),
+    ],
+)
+def test_a_byte_order_mark_loads_as_the_same_file_without_it(tmp_path, name, text):
+    """Spreadsheet exports start with a UTF-8 BOM; it must not become part of the first column's name."""
+    plain, marked = tmp_path / name, tmp_path / "bom" / name
+    marked.parent.mkdir()
+    plain.write_bytes(text.encode())
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    kind = name.split(".")[1]
+    expected = [Example("q1", "Q,1:", " A1"), Example("q2", "Q2:", " A2")]
+    assert load_task(f"{kind}:{plain}").examples == load_task(f"{kind}:{marked}").examples == expected
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize(
+    "name, data, line",
+    [
+        ("bad.jsonl", b'{"text": "a"}\n\n{"text": "caf\xe9"}\n{"text": "b"}\n', 3),
+        ("bad.csv", b'text\na\n"multi\nline"\ncaf\xe9\nb\n', 5),
+    ],
+)
+def test_a_byte_that_is_not_utf8_names_the_file_and_its_line(tmp_path, bom, name, data, line):
+    path = tmp_path / name
+    path.write_bytes(bom + data)
+    message = rf"^{re.escape(str(path))}: line {line} has a byte that is not UTF-8 \(0xe9\); re-save the file as UTF-8$"
+    with pytest.raises(TaskError, match=message):
+        load_task(f"{name.split('.')[1]}:{path}")
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("x.csv", "text,id\na,1\nb,2,3\n", r"x\.csv: line 3 has more fields than the header's 2; quote a field"),
+        ("x.csv", "text\n" + "a" * 200_000 + "\n", r"x\.csv: the row from line 2 is not valid CSV \(field larger"),
+        ("x.jsonl", '{"text": "a"}\n"just a string"\n', r"x\.jsonl: line 2 is a str, not an object with fields"),
+        ("x.jsonl", '{"text": "a"}\n' + "[" * 100_000, r"x\.jsonl: line 2 is not valid JSON \(nested too deeply"),
+        ("x.jsonl", '{"text": "\\ud800"}\n', r"x\.jsonl: line 1 has an unpaired surrogate"),
+        ("x.jsonl", '{"id": "a\\nb", "text": "a"}\n{"id": "a\\nb", "text": "b"}\n', r"repeats id 'a\\nb' of line 1"),
+    ],
+)
+def test_every_other_bad_file_is_one_line_naming_the_file_and_line(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_text(data)
+    with pytest.raises(TaskError, match=message) as err:
+        load_task(f"{name.split('.')[1]}:{path}")
+    assert "\n" not in str(err.value)
+
+
+def test_a_directory_or_unreadable_file_is_a_task_error(tmp_path, monkeypatch):
+    from loraleak.data import generic
+
+    with pytest.raises(TaskError, match=r"is a directory; generic tasks are jsonl:PATH or csv:PATH naming a file"):
+        load_task(f"csv:{tmp_path}")
+    path = tmp_path / "locked.jsonl"
+    path.write_text('{"text": "a"}\n')
+
+    def denied(file, *args, **kwargs):  # as a file without read permission (chmod means nothing to root)
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(generic, "open", denied, raising=False)
+    for kind in ("jsonl", "csv"):
+        with pytest.raises(TaskError, match=r"locked\.jsonl: cannot read it \(Permission denied\); check that"):
+            load_task(f"{kind}:{path}")
+
+
+def test_shift_check_on_long_texts_stays_finite():
+    """Word counts of two 2 MB one-word texts: the product of their squared norms passes 2**64."""
+    text = "word " * 400_000
+    out = shift_check([Example("m", "", text)], [Example("n", "", text)])
+    assert all(math.isfinite(v) for v in out.values())
+    assert out["unigram_cosine"] == 1.0 and out["vocab_jaccard"] == 1.0

@@ -39,8 +39,8 @@ def test_smollm2_end_to_end_on_a_handful_of_docstrings(tmp_path):
         {
             "model": {"name": "smollm2-135m", "dtype": "bfloat16"},
             "task": {"name": "docstring", "max_prompt_tokens": 48, "max_response_tokens": 16},
-            "split": {"members": 4, "nonmembers": 4, "population": 0, "seed": 0},
-            "train": {"epochs": 1, "batch_size": 4, "lr": 0.001},
+            "split": {"members": 10, "nonmembers": 10, "population": 0, "seed": 0},
+            "train": {"epochs": 1, "batch_size": 10, "lr": 0.001},
             "eval": {"bootstrap": 10},
             "attacks": ["loss", "loss-pt"],  # no population split: DC-PDD (in the default one-pass) needs one
             "output_dir": str(tmp_path / "run"),
@@ -58,5 +58,5 @@ def test_smollm2_end_to_end_on_a_handful_of_docstrings(tmp_path):
         assert len(keys) == 30 * 2 * 2  # 30 layers x {q_proj, v_proj} x {lora_A, lora_B}
         assert any(torch.count_nonzero(f.get_tensor(k)) for k in keys if "lora_B" in k)  # B moved from 0
     scores = np.genfromtxt(out / "scores.csv", delimiter=",", skip_header=1, usecols=(2, 3))
-    assert scores.shape == (8, 2) and np.isfinite(scores).all()
+    assert scores.shape == (20, 2) and np.isfinite(scores).all()
     assert json.loads((out / "results.json").read_text())["environment"]["torch"] == torch.__version__

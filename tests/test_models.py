@@ -46,6 +46,41 @@ def test_pickle_checkpoints_are_refused_by_default(tmp_path, tiny):
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
 
 
+def test_a_pickle_only_directory_is_refused_before_anything_loads(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not even a pickle")  # no config, no tokenizer either
+    with pytest.raises(ModelError, match=r"holds only pickle weights \(pytorch_model.bin\).*allow_pickle"):
+        load_model(str(tmp_path), "float32")
+
+
+def test_a_corrupt_checkpoint_is_one_line(tmp_path, tiny):
+    model, tok = tiny
+    model.config.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x02 truncated")
+    with pytest.raises(ModelError, match="could not read the weights of model .*is the file complete") as e:
+        load_model(str(tmp_path), "float32", allow_pickle=True)
+    assert "\n" not in str(e.value)
+
+
+def test_a_hub_id_without_network_fails_at_once(monkeypatch):
+    import huggingface_hub
+
+    from loraleak import models
+
+    def unreachable(*a, **k):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(models.socket, "create_connection", unreachable)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache and huggingface.co cannot be reached"):
+        models.check_model("someone/some-model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set"):
+        models.check_model("someone/some-model")
+
+
 # --- bundled aliases: on-demand packages, assembly, checks, listing ----------------------------------
 
 

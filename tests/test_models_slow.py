@@ -54,7 +54,7 @@ def test_model_runs_the_pipeline_on_a_handful_of_docstrings(name, user_cache, tm
         {
             "model": {"name": name, "dtype": "bfloat16"},
             "task": {"name": "docstring", "max_prompt_tokens": 32, "max_response_tokens": 8},
-            "split": {"members": 4, "nonmembers": 4, "population": 0, "seed": 0},
+            "split": {"members": 10, "nonmembers": 10, "population": 0, "seed": 0},
             "train": {"epochs": 1, "batch_size": 4, "lr": 0.001},
             "eval": {"bootstrap": 10},
             "attacks": ["loss", "loss-pt"],  # no population split: DC-PDD (in the default one-pass) needs one

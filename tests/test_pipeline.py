@@ -191,7 +191,9 @@ def test_cli_run_prints_the_table_and_reports_bad_input(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "TPR@1%FPR" in out and "loss-pt" in out
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {name: no-such-model}\ntask: {name: toy}\n")
+    bad.write_text(
+        "model: {name: no-such-model}\ntask: {name: toy}\nsplit: {members: 20, nonmembers: 20, population: 0}\n"
+    )
     assert main(["run", "--config", str(bad), "--no-progress"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     bad.write_text("task: {name: toy}\ntrain: {epochs: 0}\n")

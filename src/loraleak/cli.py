@@ -44,9 +44,12 @@ def main(argv=None) -> int:
 
 
 def cmd_run(args) -> int:
+    from pathlib import Path
+
+    from .attacks import check_params, resolve
+    from .cache import check_output
     from .config import load_grid
-    from .experiment import run, run_grid
-    from .report import grid_markdown, summary
+    from .models import check_model
 
     overrides = list(args.set)
     if args.output:
@@ -54,6 +57,16 @@ def cmd_run(args) -> int:
     if args.attacks:
         overrides.append(f"attacks=[{args.attacks}]")
     cells = load_grid(args.config, overrides=overrides)
+    for cell in cells:  # what needs no torch is checked before torch is imported: a typo fails in well under 1 s
+        resolve(cell.config.attacks)
+        check_params(cell.config.attack_params)
+        check_output(Path(cell.config.output_dir))
+    for model in {(c.config.model.name, c.config.model.allow_pickle) for c in cells}:
+        check_model(model[0], allow_pickle=model[1])
+
+    from .experiment import run, run_grid
+    from .report import grid_markdown, summary
+
     if len(cells) > 1:
         frame = run_grid(cells, progress=not args.no_progress)
         out = cells[0].config.output_dir.rsplit("/cells/", 1)[0]

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import itertools
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,10 @@ class TaskConfig:
 class SplitConfig:
     """The seeded, disjoint member / non-member / population split of the deduplicated examples."""
 
-    members: int = option(200, "examples the adapter is fine-tuned on", gt=0)
-    nonmembers: int = option(200, "held-out examples of the same distribution (scored, and utility)", gt=0)
+    members: int = option(200, "examples the adapter is fine-tuned on (at least 10: fewer measure nothing)", ge=10)
+    nonmembers: int = option(
+        200, "held-out examples of the same distribution (scored, and utility; at least 10)", ge=10
+    )
     population: int = option(200, "disjoint pool for reference / shadow adapters and calibration", ge=0)
     seed: int = option(0, "seed of the split")
 
@@ -185,12 +188,14 @@ def from_dict(data: Any, source: str = "<config>") -> Config:
 
 def _build(cls: Any, data: Any, where: str, source: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{where or 'the top level'}' must be a mapping of keys to values, got {data!r}")
+        raise ConfigError(
+            f"{source}: '{where or 'the top level'}' must be a mapping of keys to values, got {_shown(data)}"
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
+            near = difflib.get_close_matches(_join("", key), names, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else f"; known keys: {', '.join(names)}"
             raise ConfigError(f"{source}: unknown key '{_join(where, key)}'{hint}")
     return cls(**{k: _coerce(hints[k], v, _join(where, k), source) for k, v in data.items()})
@@ -203,15 +208,24 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     if origin is list:
         value = [value] if isinstance(value, str) and args[0] is str else value  # `attacks: loss` is [loss]
         if not isinstance(value, list) or not all(_is(args[0], v) for v in value):
-            raise ConfigError(f"{source}: '{key}' must be a list of {_NAMES[args[0]]}, got {value!r}")
+            raise ConfigError(f"{source}: '{key}' must be a list of {_NAMES[args[0]]}, got {_shown(value)}")
         return value
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise ConfigError(f"{source}: '{key}' must map names to mappings, e.g. {{mope: {{n: 10}}}}, got {value!r}")
+            raise ConfigError(
+                f"{source}: '{key}' must map names to mappings, e.g. {{mope: {{n: 10}}}}, got {_shown(value)}"
+            )
         return value
     if not _is(tp, value):
-        raise ConfigError(f"{source}: '{key}' must be {tp.__name__}, got {value!r}")
-    return float(value) if tp is float else value
+        raise ConfigError(f"{source}: '{key}' must be {tp.__name__}, got {_shown(value)}")
+    if tp is not float:
+        return value
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond a float's range
+        raise ConfigError(
+            f"{source}: '{key}' is {_shown(value)}, too large for a float; give a smaller number"
+        ) from None
 
 
 _NAMES = {str: "names", int: "integers"}
@@ -232,11 +246,11 @@ def _check(obj: Any, where: str, source: str) -> None:
             continue
         bad = None
         if "choices" in meta and value not in meta["choices"]:
-            bad = f"is {value!r}; choose one of {', '.join(meta['choices'])}"
+            bad = f"is {_shown(value)}; choose one of {', '.join(meta['choices'])}"
         elif meta.get("nonempty") and not value:
             bad = "is empty; give at least one" + (" (see `loraleak attacks`)" if f.name == "attacks" else "")
         elif any(op in meta for op in ("gt", "ge", "lt")) and not _in_range(value, meta):
-            bad = f"must be {_range_text(meta)}, got {value}"
+            bad = f"must be {_range_text(meta)}, got {_shown(value)}"
         if bad:
             raise ConfigError(f"{source}: '{key}' {bad}")
 
@@ -257,7 +271,26 @@ def _range_text(meta: typing.Mapping[str, Any]) -> str:
 
 
 def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
+    # a key in a message stays one line: a line break escaped, an int over 4300 digits (no str) not spelled out
+    if not isinstance(key, str):
+        key = _shown(key)
+    elif not key.isprintable():
+        key = repr(key)[1:-1]
+    return f"{where}.{key}" if where else key
+
+
+# bounded: a value in a message is a hint, not a dump (a YAML alias can expand to millions of items)
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 80, 80, 3
+
+
+def _shown(value: Any) -> str:
+    """`value` for a one-line message, at most about 200 characters."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int over Python's 4300-digit limit for str
+        return "a number too long to show"
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def get(cfg: Config, dotted: str) -> Any:
@@ -301,12 +334,18 @@ def read(config: ConfigLike) -> tuple[str, dict[str, Any]]:
     if isinstance(config, dict):
         return "<dict>", copy.deepcopy(config)
     path = Path(config)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e}); check its permissions") from None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}: line {line} has a byte that is not UTF-8; re-save the file as UTF-8") from None
+    data = _parse_yaml(text, f"{path}: not valid YAML") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (model:, task:, ...)")
     return str(path), data
@@ -326,18 +365,39 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "-
     """`key.sub=value` pairs (value parsed as YAML) merged into a raw config mapping."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"{source}: '{item}' is not KEY=VALUE (e.g. train.epochs=5)")
+            raise ConfigError(f"{source}: '{_join('', item)}' is not KEY=VALUE (e.g. train.epochs=5)")
         dotted, raw = item.split("=", 1)
-        _set(data, dotted.strip(), yaml.safe_load(raw), source)
+        value = _parse_yaml(raw, f"{source}: the value of '{_join('', dotted)}' is not valid YAML", "; quote a string")
+        _set(data, dotted.strip(), value, source)
     return data
 
 
+def _parse_yaml(text: str, problem: str, fix: str = "") -> Any:
+    """yaml.safe_load(text); a failure is a ConfigError `problem` + why, in one line (PyYAML's own text
+    spans lines) + `fix`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.reader.ReaderError as e:  # a control character; PyYAML says where as an offset
+        why = f"line {text.count(chr(10), 0, e.position) + 1} has character #x{e.character:04x}: {e.reason}"
+    except yaml.YAMLError as e:
+        mark, what = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark and what else ""
+        why = " ".join(str(what or e).split()) + where
+    except (RecursionError, ValueError) as e:  # nested too deep for the parser; a bad date, an int of 4300+ digits
+        why = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split(";")[0].split())
+    raise ConfigError(f"{problem} ({why}){fix}")
+
+
 def _set(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    if not isinstance(dotted, str):  # a sweep or variant key YAML read as a number, null, ...
+        raise ConfigError(f"{source}: grid key {_shown(dotted)} is not a dotted key like train.epochs")
     node, parts = data, dotted.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{source}: '{dotted}' goes through '{part}', which is not a section")
+            raise ConfigError(
+                f"{source}: '{_join('', dotted)}' goes through '{_join('', part)}', which is not a section"
+            )
     node[parts[-1]] = value
 
 
@@ -371,6 +431,7 @@ def expand_grid(data: dict[str, Any], source: str = "<config>") -> list[Cell]:
     if not sweep and variants == [{}]:
         return [Cell("default", {}, from_dict(data, source))]
     keys, cells = list(sweep), []
+    out = _coerce(str, data.get("output_dir", Config().output_dir), "output_dir", source)  # Path() takes no number
     for values in itertools.product(*sweep.values()):
         for variant in variants:
             variant = dict(variant)
@@ -383,7 +444,7 @@ def expand_grid(data: dict[str, Any], source: str = "<config>") -> list[Cell]:
                 [label] * bool(label) + [f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values, strict=True)]
             )
             name = re.sub(r"[^\w.=+-]+", "-", name) or "default"
-            cell["output_dir"] = str(Path(data.get("output_dir", Config().output_dir)) / "cells" / name)
+            cell["output_dir"] = str(Path(out) / "cells" / name)
             cells.append(Cell(name, settings, from_dict(cell, f"{source} (cell {name})")))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
@@ -401,18 +462,22 @@ def _grid_axes(data: dict[str, Any], source: str) -> tuple[dict[str, list[Any]],
     if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
         raise ConfigError(
             f"{source}: 'sweep' must map dotted keys to non-empty lists, e.g. "
-            f"{{train.epochs: [1, 3, 5]}}, got {sweep!r}"
+            f"{{train.epochs: [1, 3, 5]}}, got {_shown(sweep)}"
         )
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ConfigError(
             f"{source}: 'variants' must be a list of mappings, e.g. [{{name: dropout, "
-            f"lora.dropout: 0.1}}], got {variants!r}"
+            f"lora.dropout: 0.1}}], got {_shown(variants)}"
         )
     for name, cls in typing.get_type_hints(Config).items():
         if dataclasses.is_dataclass(cls) and isinstance(data.get(name), dict):
             hints = typing.get_type_hints(cls)
             for key, value in list(data[name].items()):
                 if isinstance(value, list) and hints.get(key) in SCALARS:
+                    if not value:  # a sweep of no values would be a grid of no cells
+                        raise ConfigError(
+                            f"{source}: '{name}.{key}' is an empty list; give a value, or values to sweep"
+                        )
                     sweep[f"{name}.{key}"] = data[name].pop(key)
     return sweep, variants
 

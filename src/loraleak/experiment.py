@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 
 from . import __version__, cache, finetune, report, utility
 from .attacks import Attack, ExtraAdapter, check_params, params_for, resolve
-from .cache import RunFiles
+from .cache import RunFiles, read_cached
 from .config import Cell, Config, ConfigLike, load_config
 from .data import (
     Encoded,
@@ -42,7 +43,7 @@ from .data import (
     write_manifest,
 )
 from .metrics import evaluate
-from .models import load_model
+from .models import check_model, load_model
 from .results import RunResult, SplitSummary, TaskSummary, TrainingSummary
 from .scoring import Evidence, EvidenceError
 
@@ -60,37 +61,64 @@ def run(
     """One experiment from a Config, a raw mapping, a YAML path or None (the embedded default), with
     `sections` merged over it (e.g. train={"epochs": 1}, attacks=["loss"]). `base`: an already
     loaded (model, tokenizer) to fine-tune, left as it came (adapters removed) when the run ends: a
-    grid reuses one resident base model for every cell."""
+    grid reuses one resident base model for every cell.
+
+    Everything a user gave is checked before any model loads: config, attack names and parameters,
+    the output directory (writable, and held by this run alone: a lock), the data and split sizes,
+    then the model's path and weights format (`load_model`)."""
     cfg = load_config(config, **sections)
-    attacks = resolve(cfg.attacks)  # fail on a bad name before any heavy work
+    attacks = resolve(cfg.attacks)
     check_params(cfg.attack_params)
     files, clock = RunFiles(cfg.output_dir), Clock()
-    files.root.mkdir(parents=True, exist_ok=True)
-    with clock("load_model"):
-        model, tok = base or load_base(cfg, echo)
-    with clock("data"):
-        data = prepare_data(cfg, tok, files)
+    with files.locked() as killed, cache.disk_errors(files.root):
+        if killed:
+            echo(f"[loraleak] {files.root} was left by a killed run ({killed}): resuming from what it finished")
+        with clock("data"):
+            task_split = _split(cfg)
+        keys = cache.Keys(cfg, _digest(task_split[1]), numerics())
+        files.clear_report_unless(keys.report())  # before anything in the directory changes
+        with clock("load_model"):  # load_model checks the model's path and weights format before it loads
+            model, tok = base or load_base(cfg, echo)
+        data = prepare_data(cfg, task_split, tok, files)
+        result, target = _stages(cfg, keys, attacks, files, clock, data, model, echo, progress)
+        report.write(files, result)
+        files.finish(files.root, keys.report())
+    if base is not None:
+        target.model.unload()  # every adapter out: the base model is as it came, for the next cell
+    return result
+
+
+def _stages(
+    cfg: Config,
+    keys: cache.Keys,
+    attacks: list[Attack],
+    files: RunFiles,
+    clock: Clock,
+    data: RunData,
+    model: Any,
+    echo: Echo,
+    progress: bool,
+) -> tuple[RunResult, Target]:
+    """Fine-tune, gather evidence, attack, evaluate and measure utility: the run's work once its
+    inputs are checked and its data is encoded."""
     with clock("finetune"):
-        target = fine_tune(cfg, model, data, files, echo, progress)
-    evidence = attack_evidence(cfg, target, data, files, progress)
+        target = fine_tune(cfg, keys, model, data, files, echo, progress)
+    evidence = attack_evidence(cfg, keys, target, data, files, progress)
     with clock("attacks"):
         scores, attack_time = run_attacks(
             attacks,
             evidence,
             cfg.attack_params,
-            extra=partial(extra_adapter, cfg, target, data, evidence, files, echo, progress),
+            extra=partial(extra_adapter, cfg, keys, target, data, evidence, files, echo, progress),
         )
     with clock("metrics"):
         metrics = evaluate_all(data.split.labels, scores, cfg)
     task_utility = None
     if cfg.eval.utility:
         with clock("utility"):
-            task_utility = measure_utility(cfg, target, data, files, progress)
+            task_utility = measure_utility(cfg, keys, target, data, files, progress)
     result = collect(cfg, data, target, evidence, attacks, scores, metrics, attack_time, task_utility, clock.times)
-    report.write(files, result)
-    if base is not None:
-        target.model.unload()  # every adapter out: the base model is as it came, for the next cell
-    return result
+    return result, target
 
 
 def load_base(cfg: Config, echo: Echo = print) -> tuple[Any, Any]:
@@ -135,9 +163,9 @@ class RunData:
     tokenizer: Any
 
 
-def prepare_data(cfg: Config, tok: Any, files: RunFiles) -> RunData:
-    """Load, dedup and split the task's examples (seeded), write the manifest, encode the members."""
-    task, split, pool, duplicates, skipped = _split(cfg)
+def prepare_data(cfg: Config, task_split: TaskSplit, tok: Any, files: RunFiles) -> RunData:
+    """The split task (`_split`) with its manifest written and its members encoded by `tok`."""
+    task, split, pool, duplicates, skipped = task_split
     write_manifest(split, files.manifest)
     encode = partial(_encode, tok=tok, caps=(cfg.task.max_prompt_tokens, cfg.task.max_response_tokens))
     return RunData(task, split, pool, duplicates, skipped, encode, encode(split.members), tok)
@@ -149,7 +177,11 @@ def load_split(config: ConfigLike = None, **sections: Any) -> Split:
     return _split(load_config(config, **sections))[1]
 
 
-def _split(cfg: Config) -> tuple[Task, Split, int, int, dict[str, int]]:
+TaskSplit = tuple[Task, Split, int, int, dict[str, int]]  # task, split, pool after dedup, duplicates, skipped
+
+
+def _split(cfg: Config) -> TaskSplit:
+    """Load, dedup and split the task's examples (seeded): no model needed, so bad data fails first."""
     task = get_task(cfg.task.name)
     loaded = load_task(cfg.task.name, **cfg.task.options())
     # a classification task repeats its few responses by design: only repeated texts are duplicates
@@ -158,6 +190,13 @@ def _split(cfg: Config) -> tuple[Task, Split, int, int, dict[str, int]]:
         examples, cfg.split.members, cfg.split.nonmembers, cfg.split.population, cfg.split.seed, cfg.task.name
     )
     return task, split, len(examples), duplicates, dict(loaded.skipped)
+
+
+def _digest(split: Split) -> str:
+    """What the split's examples are, by id and text hash: an edited data file changes every key."""
+    return cache.fingerprint(
+        [[[ex.id, ex.sha256] for ex in part] for part in (split.members, split.nonmembers, split.population)]
+    )
 
 
 def _encode(examples: list[Example], tok: Any, caps: tuple[int, int]) -> Encoded:
@@ -176,14 +215,16 @@ class Target:
     privacy: dict[str, Any] | None
 
 
-def fine_tune(cfg: Config, model: Any, data: RunData, files: RunFiles, echo: Echo, progress: bool) -> Target:
+def fine_tune(
+    cfg: Config, keys: cache.Keys, model: Any, data: RunData, files: RunFiles, echo: Echo, progress: bool
+) -> Target:
     """The target adapter, reused from adapter/ when it was finished under the same key."""
-    where, key = files.adapter(), cache.target_key(cfg)
-    if files.trained_under(where) == key:
+    where, key = files.adapter(), keys.target()
+    if files.finished_under(where) == key:
         echo(f"[loraleak] reusing the adapter in {where}")
-        log = [json.loads(line) for line in (where / "train_log.jsonl").read_text().splitlines()]
-        privacy = json.loads((where / "privacy.json").read_text()) if cfg.dp.enabled else None
-        return Target(finetune.load_adapter(model, where), log, privacy)
+        log = read_cached(where / "train_log.jsonl", _read_jsonl)
+        privacy = read_cached(where / "privacy.json", _read_json) if cfg.dp.enabled else None
+        return Target(read_cached(where, partial(finetune.load_adapter, model)), log, privacy)
     peft_model = finetune.attach_lora(model, cfg.lora, cfg.train.seed)
     privacy = None
     if cfg.dp.enabled:
@@ -192,17 +233,18 @@ def fine_tune(cfg: Config, model: Any, data: RunData, files: RunFiles, echo: Ech
         )
     else:
         log = finetune.train_lora(peft_model, data.members, cfg.train, data.tokenizer.pad_token_id, progress)
-    shutil.rmtree(where, ignore_errors=True)
-    finetune.save_adapter(peft_model, where, log)
-    if privacy:
-        (where / "privacy.json").write_text(json.dumps(privacy, indent=2) + "\n")
-    write_manifest(data.split, where / "manifest.jsonl")
+    with _saving(where):
+        finetune.save_adapter(peft_model, where, log)
+        if privacy:
+            (where / "privacy.json").write_text(json.dumps(privacy, indent=2) + "\n")
+        write_manifest(data.split, where / "manifest.jsonl")
     files.finish(where, key)
     return Target(peft_model, log, privacy)
 
 
 def extra_adapter(
     cfg: Config,
+    keys: cache.Keys,
     target: Target,
     data: RunData,
     evidence: Evidence,
@@ -213,10 +255,10 @@ def extra_adapter(
 ) -> str:
     """Adapter `spec.name` on the resident model, loaded from adapters/NAME when it was finished under
     the same key, else trained with the target's recipe (without DP) and saved; returns its key."""
-    where, key = files.adapter(spec.name), cache.extra_adapter_key(cfg, spec)
-    if files.trained_under(where) == key:
+    where, key = files.adapter(spec.name), keys.extra_adapter(spec)
+    if files.finished_under(where) == key:
         echo(f"[loraleak] reusing the {spec.name} adapter in {where}")
-        finetune.load_extra_adapter(target.model, where, spec.name)
+        read_cached(where, partial(finetune.load_extra_adapter, target.model, name=spec.name))
         return key
     examples = spec.examples(data.split, evidence)
     train = dataclasses.replace(cfg.train, seed=cfg.train.seed + spec.seed_offset)
@@ -230,16 +272,37 @@ def extra_adapter(
             progress,
             desc=f"fine-tune {spec.name}",
         )
-    shutil.rmtree(where, ignore_errors=True)
-    finetune.save_adapter(target.model, where, log, spec.name)
+    with _saving(where):
+        finetune.save_adapter(target.model, where, log, spec.name)
     files.finish(where, key)
     return key
+
+
+@contextmanager
+def _saving(adapter: Path) -> Iterator[None]:
+    """Write an adapter folder afresh; a failed write (a full disk) removes it whole, never half of it."""
+    shutil.rmtree(adapter, ignore_errors=True)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(adapter, ignore_errors=True)
+        raise
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 # --- evidence and attacks ---------------------------------------------------------------------------------
 
 
-def attack_evidence(cfg: Config, target: Target, data: RunData, files: RunFiles | None, progress: bool) -> Evidence:
+def attack_evidence(
+    cfg: Config, keys: cache.Keys, target: Target, data: RunData, files: RunFiles | None, progress: bool
+) -> Evidence:
     """What the attacks read about the targets (members, then non-members), cached in stats/."""
     return Evidence(
         target.model,
@@ -250,8 +313,8 @@ def attack_evidence(cfg: Config, target: Target, data: RunData, files: RunFiles 
         batch_size=cfg.scoring.batch_size,
         population=data.split.population,
         cache_dir=files.stats if files else None,
-        key=cache.targets_key(cfg),
-        role_keys=cache.role_keys(cfg),
+        key=keys.targets(),
+        role_keys=keys.roles(),
         progress=progress,
     )
 
@@ -347,7 +410,7 @@ def _as_examples(items: Sequence[Example | str], prefix: str) -> list[Example]:
 
 
 def measure_utility(
-    cfg: Config, target: Target, data: RunData, files: RunFiles | None, progress: bool
+    cfg: Config, keys: cache.Keys, target: Target, data: RunData, files: RunFiles | None, progress: bool
 ) -> dict[str, Any]:
     """Utility of the fine-tuned and the pre-trained model on the held-out (non-member) examples;
     passes and generations are cached in utility/."""
@@ -358,10 +421,10 @@ def measure_utility(
         data.encode,
         batch_size=cfg.scoring.batch_size,
         cache_dir=files.utility if files else None,
-        key=cache.held_out_key(cfg),
+        key=keys.held_out(),
         progress=progress,
         choices=data.task.choices,
-        role_keys=cache.role_keys(cfg),
+        role_keys=keys.roles(),
     )
     return utility.measure(held_out, data.task, cfg.task.max_response_tokens)
 
@@ -425,6 +488,12 @@ def _finite(log: list[dict[str, Any]], i: int) -> float | None:
     return losses[0] if losses else None
 
 
+def numerics() -> dict[str, Any]:
+    """What changes floating-point results beyond the config: torch's version, the device and the
+    thread count (CPU kernels split their reductions by thread), so it is in every cache key."""
+    return {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads()}
+
+
 def environment() -> dict[str, Any]:
     import peft
     import transformers
@@ -446,6 +515,36 @@ def run_grid(cells: list[Cell], *, progress: bool = True, echo: Echo = print) ->
     """Every cell of a grid, one after another, on one resident base model per (model, dtype): each
     cell fine-tunes its own adapter on it and removes it when done. Cells already finished are
     reused (each is resumable like a single run). Writes OUT/grid.csv, grid.md, privacy_utility.png."""
+    root = RunFiles(cells[0].config.output_dir).root.parent.parent
+    with cache.locked(root), cache.disk_errors(root):
+        for name in report.GRID_FILES:
+            (root / name).unlink(missing_ok=True)  # an older grid's table must not outlive its cells
+        _check_cells(cells)
+        frame = _grid_cells(cells, progress, echo)
+        report.write_grid(root, frame)
+    return frame
+
+
+def _check_cells(cells: list[Cell]) -> None:
+    """Every cell's attacks, data and model checked before the first one trains (each distinct one once)."""
+    seen: set[str] = set()
+    for cell in cells:
+        c = cell.config
+        resolve(c.attacks)
+        check_params(c.attack_params)
+        for key, check in (
+            (cache.fingerprint("data", c.task, c.split), partial(_split, c)),
+            (
+                cache.fingerprint("model", c.model),
+                partial(check_model, c.model.name, allow_pickle=c.model.allow_pickle),
+            ),
+        ):
+            if key not in seen:
+                seen.add(key)
+                check()
+
+
+def _grid_cells(cells: list[Cell], progress: bool, echo: Echo) -> pd.DataFrame:
     loaded: dict[tuple, tuple] = {}
     rows, keys = [], list(dict.fromkeys(k for cell in cells for k in cell.settings))  # what the grid varies
     for i, cell in enumerate(cells, 1):
@@ -458,6 +557,4 @@ def run_grid(cells: list[Cell], *, progress: bool = True, echo: Echo = print) ->
         t0 = time.perf_counter()
         res = run(cell.config, progress=progress, echo=echo, base=loaded[key])
         rows.append(report.grid_row(cell, res, time.perf_counter() - t0, keys))
-    frame = pd.DataFrame(rows)
-    report.write_grid(RunFiles(cells[0].config.output_dir).root.parent.parent, frame)
-    return frame
+    return pd.DataFrame(rows)

@@ -1,10 +1,10 @@
 """Continuations from the resident model: sampled (SPV-MIA, SaMIA) or greedy (task utility)."""
 
-import torch
-
 
 def left_pad(seqs: list[list[int]], pad_id: int):
     """Generation continues every row at the same position, so prompts are padded on the left."""
+    import torch  # here, not at import: validating a config must not wait for torch
+
     T = max(map(len, seqs))
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.long)
@@ -14,7 +14,6 @@ def left_pad(seqs: list[list[int]], pad_id: int):
     return ids, mask
 
 
-@torch.inference_mode()
 def continuations(
     model,
     tokenizer,
@@ -28,22 +27,29 @@ def continuations(
 ) -> list[str]:
     """Decoded continuations of token-id prompts, greedy or sampled (batch b sampled under seed + b).
     Prompts are batched longest first, so a batch wastes little on padding; output keeps prompt order."""
+    import torch
+
     pad = tokenizer.pad_token_id
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i])) if not sample else range(len(prompts))
     order, out = list(order), [""] * len(prompts)
-    for b in range(0, len(prompts), batch_size):
-        idx = order[b : b + batch_size]
-        ids, mask = left_pad([prompts[i] for i in idx], pad)
-        kw = (
-            dict(do_sample=True, top_k=top_k, top_p=1.0, temperature=temperature)
-            if sample
-            else dict(do_sample=False, top_k=None, top_p=None, temperature=None)
-        )
-        if sample:
-            torch.manual_seed(seed + b)
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad, **kw)
-        for i, text in zip(idx, tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True), strict=True):
-            out[i] = text
+    with torch.inference_mode():
+        for b in range(0, len(prompts), batch_size):
+            idx = order[b : b + batch_size]
+            ids, mask = left_pad([prompts[i] for i in idx], pad)
+            kw = (
+                dict(do_sample=True, top_k=top_k, top_p=1.0, temperature=temperature)
+                if sample
+                else dict(do_sample=False, top_k=None, top_p=None, temperature=None)
+            )
+            if sample:
+                torch.manual_seed(seed + b)
+            gen = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad, **kw
+            )
+            for i, text in zip(
+                idx, tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True), strict=True
+            ):
+                out[i] = text
     return out
 
 

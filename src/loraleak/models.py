@@ -21,18 +21,22 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .cache import cache_root
 from .errors import UserError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes by name: torch is imported only to load
 
 
 class ModelError(UserError, RuntimeError):
@@ -144,6 +148,7 @@ def fetch_model(name: str, echo=print) -> None:
 
 def build_tiny_llama():
     """A randomly initialised ~0.5M-parameter Llama with a byte-level tokenizer, built in-process for unit tests."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -226,6 +231,74 @@ ALIASES: dict[str, Alias] = {
 }
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model(name: str, *, allow_pickle: bool = False) -> None:
+    """What can be known about `name` without loading it, checked before any work: the file or
+    directory exists and holds a config, a tokenizer and weights in an allowed format; a Hugging Face
+    id is cached locally or the hub can be reached (else one clear line now, not a minute of retries)."""
+    path = Path(name).expanduser()
+    if name in ALIASES:
+        return
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"GGUF file '{name}' does not exist")
+    elif path.is_dir():
+        _check_directory(path, allow_pickle)
+    elif name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        _check_hub(name)
+    else:
+        raise ModelError(
+            f"unknown model '{name}': not a bundled alias ({', '.join(ALIASES)}), a .gguf file, "
+            "a local directory or a Hugging Face id (owner/name)"
+        )
+
+
+def _check_directory(path: Path, allow_pickle: bool) -> None:
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for g in PICKLE_WEIGHTS for p in path.glob(g))
+        if not pickles:
+            raise ModelError(f"model directory {path} has no weights (*.safetensors)")
+        if not allow_pickle:
+            raise ModelError(
+                f"model directory {path} holds only pickle weights ({', '.join(pickles)}), which can run code "
+                "when loaded: convert them to safetensors, or set model.allow_pickle: true if you trust the file"
+            )
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"tokenizer ({', '.join(TOKENIZER_FILES)})")
+    if missing:
+        raise ModelError(
+            f"model directory {path} has no {' and no '.join(missing)}: save the model with save_pretrained "
+            "(weights, config and tokenizer), or name a .gguf file"
+        )
+
+
+def _check_hub(name: str) -> None:
+    """A hub id must be in the local Hugging Face cache, or the hub reachable (one quick connect; a
+    proxy, if set, is trusted to reach it)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline and (os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")):
+        return
+    if not offline:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=5).close()
+            return
+        except OSError:
+            pass
+    raise ModelError(
+        f"model '{name}' is not in the local Hugging Face cache and huggingface.co cannot be reached"
+        f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: connect to the network, or download it on a machine "
+        "that can and name the local directory as model.name"
+    )
+
+
 def load_model(
     name: str, dtype: str = "bfloat16", *, trust_remote_code: bool = False, allow_pickle: bool = False, echo=print
 ):
@@ -233,7 +306,10 @@ def load_model(
     packages are missing is fetched first (the config named it, so the user asked for it)."""
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
-    torch_dtype = DTYPES[dtype]
+    check_model(name, allow_pickle=allow_pickle)
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
     if name in ALIASES:
         alias = ALIASES[name]
         if alias.build is not None:
@@ -242,19 +318,11 @@ def load_model(
         else:
             model, tok = _load_alias(alias, torch_dtype, echo)
     elif name.endswith(".gguf"):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise ModelError(f"GGUF file '{name}' does not exist")
-        model, tok = _load_gguf(path, torch_dtype)
-    elif Path(name).expanduser().is_dir():
-        model, tok = _load_pretrained(str(Path(name).expanduser()), torch_dtype, trust_remote_code, allow_pickle)
-    elif name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        model, tok = _load_pretrained(name, torch_dtype, trust_remote_code, allow_pickle)
-    else:
-        known = ", ".join(ALIASES)
-        raise ModelError(
-            f"unknown model '{name}': not a bundled alias ({known}), a .gguf file, "
-            f"a local directory or a Hugging Face id (owner/name)"
+        model, tok = _load_gguf(Path(name).expanduser(), torch_dtype)
+    else:  # a local directory, or a Hugging Face id (check_model said which)
+        local = Path(name).expanduser()
+        model, tok = _load_pretrained(
+            str(local) if local.is_dir() else name, torch_dtype, trust_remote_code, allow_pickle
         )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked by the attention mask, never by token id
@@ -271,12 +339,19 @@ def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool, all
             name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True
         )
     except OSError as e:
+        if Path(name).is_dir():
+            raise ModelError(f"could not read the model in {name}: {e}") from None
         hint = (
             "; it has no safetensors weights: convert it, or set model.allow_pickle: true if you trust the file"
             if "safetensors" in str(e).lower()
             else "; for a hub id you need network access (or set HF_HUB_OFFLINE=1 with the files cached)"
         )
         raise ModelError(f"could not load model '{name}': {e}{hint}") from None
+    except Exception as e:  # a corrupt checkpoint fails inside torch or safetensors with any error type
+        raise ModelError(
+            f"could not read the weights of model '{name}' ({type(e).__name__}: {str(e)[:200]}): "
+            "is the file complete? Re-download or re-save it"
+        ) from None
     return model, tok
 
 
@@ -330,6 +405,7 @@ def parameter_count(alias: Alias) -> int | None:
 
 def convert_gguf(gguf: Path, out: Path) -> None:
     """De-quantize `gguf` once and write a plain safetensors checkpoint (fp32) + config + tokenizer to `out`."""
+    import torch
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

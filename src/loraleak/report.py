@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
-from .cache import RunFiles
+from .cache import RunFiles, atomic
 
 if TYPE_CHECKING:
     from .config import Cell
@@ -101,12 +101,16 @@ def utility_line(u: dict) -> str:
 def write(files: RunFiles, result: RunResult) -> None:
     """results.json, scores.csv, roc.csv and roc.png of a run."""
     files.root.mkdir(parents=True, exist_ok=True)
-    files.results.write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
-    result.scores.to_csv(files.scores, index=False)
     labels = (result.scores["split"] == "member").to_numpy(int)
     roc = roc_frame(labels, {name: result.scores[name].to_numpy() for name in result.attacks})
-    roc.to_csv(files.roc_csv, index=False)
-    plot_roc(roc, result.attacks, files.roc_png)
+    with atomic(files.results) as tmp:
+        tmp.write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
+    with atomic(files.scores) as tmp:
+        result.scores.to_csv(tmp, index=False)
+    with atomic(files.roc_csv) as tmp:
+        roc.to_csv(tmp, index=False)
+    with atomic(files.roc_png) as tmp:
+        plot_roc(roc, result.attacks, tmp)
 
 
 def _jsonable(o):
@@ -222,8 +226,15 @@ def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+GRID_FILES = ("grid.csv", "grid.md", "privacy_utility.png")
+
+
 def write_grid(out: Path, frame: pd.DataFrame) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "grid.csv", index=False)
-    (out / "grid.md").write_text(grid_markdown(frame))
-    plot_privacy_utility(frame, out / "privacy_utility.png")
+    table, markdown, plot = (out / name for name in GRID_FILES)
+    with atomic(table) as tmp:
+        frame.to_csv(tmp, index=False)
+    with atomic(markdown) as tmp:
+        tmp.write_text(grid_markdown(frame))
+    with atomic(plot) as tmp:
+        plot_privacy_utility(frame, tmp)

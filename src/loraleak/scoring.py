@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from .cache import fingerprint
+from .cache import atomic, fingerprint, read_cached
 from .data import Encoded, right_pad
 from .errors import UserError
 from .registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -57,9 +58,8 @@ class TokenStats:
     FIELDS = ("logprob", "mean", "var", "token_ids", "offsets")
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **{k: getattr(self, k) for k in self.FIELDS})
-        os.replace(tmp, path)  # atomic: an interrupted run never leaves a half-written file
+        with atomic(path) as tmp:  # an interrupted run or a full disk never leaves a half-written file
+            np.savez(tmp, **{k: getattr(self, k) for k in self.FIELDS})
 
     @classmethod
     def load(cls, path: Path) -> TokenStats:
@@ -74,6 +74,8 @@ def scored_starts(encoded: Encoded, tokens: str) -> list[int]:
 
 def position_stats(logits: torch.Tensor, targets: torch.Tensor):
     """(logprob, mean, var) per position from next-token logits [T, V] and the actual tokens [T]."""
+    import torch  # here, not at import: validating a config must not wait for torch
+
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
     mean = (p * logp).sum(-1)
@@ -81,7 +83,6 @@ def position_stats(logits: torch.Tensor, targets: torch.Tensor):
     return logp.gather(-1, targets[:, None])[:, 0], mean, var
 
 
-@torch.inference_mode()
 def token_stats(
     model,
     encoded: Encoded,
@@ -92,21 +93,24 @@ def token_stats(
     desc: str = "score",
 ) -> TokenStats:
     """Batched forward passes (longest first, right padding) -> TokenStats in the original sample order."""
+    import torch
+
     n = len(encoded)
     if any(not 1 <= s < len(seq) for s, seq in zip(starts, encoded.input_ids, strict=True)):
         raise ValueError("every sample needs at least one scored token after the first position")
     order = sorted(range(n), key=lambda i: -len(encoded.input_ids[i]))  # similar lengths share a batch
     out: list = [None] * n
-    for b in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
-        idx = order[b : b + batch_size]
-        seqs = [encoded.input_ids[i] for i in idx]
-        ids, mask = right_pad(seqs, pad_id)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        for row, i in enumerate(idx):
-            L, s = len(seqs[row]), starts[i]
-            # logits at position t-1 predict token t; padding (t >= L) is never read
-            out[i] = [v.numpy() for v in position_stats(logits[row, s - 1 : L - 1], ids[row, s:L])]
-        del logits
+    with torch.inference_mode():
+        for b in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
+            idx = order[b : b + batch_size]
+            seqs = [encoded.input_ids[i] for i in idx]
+            ids, mask = right_pad(seqs, pad_id)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            for row, i in enumerate(idx):
+                L, s = len(seqs[row]), starts[i]
+                # logits at position t-1 predict token t; padding (t >= L) is never read
+                out[i] = [v.numpy() for v in position_stats(logits[row, s - 1 : L - 1], ids[row, s:L])]
+            del logits
     offsets = np.r_[0, np.cumsum([len(o[0]) for o in out])]
     cat = [np.concatenate([o[k] for o in out]).astype(np.float32) for k in range(3)]
     token_ids = np.concatenate([seq[s:] for seq, s in zip(encoded.input_ids, starts, strict=True)]).astype(np.int64)
@@ -238,7 +242,7 @@ class Evidence:
             return self._memo[memo]
         path = self.file(role, f"{piece}.{'npz' if what == 'stats' else 'npy'}")
         if path is not None and path.is_file():
-            self._memo[memo] = load(path)
+            self._memo[memo] = read_cached(path, load)
             return self._memo[memo]
         enc, starts = self.encoded(variant, **params)
         t0 = time.perf_counter()
@@ -309,9 +313,8 @@ class ModelView:
 
 
 def _save_array(value: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, value)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        np.save(tmp, value)
 
 
 def _key(variant: str, params: dict) -> str:

@@ -19,6 +19,7 @@ import json
 import numpy as np
 
 from . import metrics as M
+from .cache import atomic, read_cached
 from .data import Task
 from .generation import continuations
 from .scoring import Evidence, register_variant
@@ -87,7 +88,7 @@ def _greedy(ev: Evidence, role: str, enc, max_new_tokens: int) -> list[str]:
     path = ev.file(role, f"generations-new={max_new_tokens}.jsonl")
     ids = [ex.id for ex in ev.examples]
     if path is not None and path.is_file():
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows = read_cached(path, lambda p: [json.loads(line) for line in p.read_text().splitlines()])
         if [r["id"] for r in rows] == ids:
             return [r["generation"] for r in rows]
     prompts = [seq[:s] for seq, s in zip(enc.input_ids, enc.response_start, strict=True)]
@@ -95,10 +96,11 @@ def _greedy(ev: Evidence, role: str, enc, max_new_tokens: int) -> list[str]:
         texts = continuations(ev.model, ev.tokenizer, prompts, max_new_tokens, ev.batch_size)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "".join(
-                json.dumps({"id": i, "generation": t, "reference": ex.response}) + "\n"
-                for i, t, ex in zip(ids, texts, ev.examples, strict=True)
+        with atomic(path) as tmp:
+            tmp.write_text(
+                "".join(
+                    json.dumps({"id": i, "generation": t, "reference": ex.response}) + "\n"
+                    for i, t, ex in zip(ids, texts, ev.examples, strict=True)
+                )
             )
-        )
     return texts

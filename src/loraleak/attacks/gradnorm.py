@@ -11,13 +11,14 @@ norm is small. Score = -||grad NLL(x)||_2.
 from contextlib import contextmanager
 
 import numpy as np
-import torch
 
 from ..data import right_pad
 from .registry import Attack, register, scalar_attack
 
 
 def _sample_nll(logits_row, ids_row, start, length):
+    import torch
+
     lp = torch.log_softmax(logits_row[start - 1 : length - 1].float(), -1)
     return -lp.gather(-1, ids_row[start:length, None]).mean()
 
@@ -25,6 +26,8 @@ def _sample_nll(logits_row, ids_row, start, length):
 @contextmanager
 def _grads_only_for(model, params):
     """Gradients for `params` only (no stray .grad buffers on frozen or LoRA weights)."""
+    import torch
+
     before = {p: p.requires_grad for p in model.parameters()}
     try:
         for p in model.parameters():
@@ -59,6 +62,8 @@ def input_gradient_norms(model, enc, starts, batch_size: int = 8, pad_id: int = 
 
 
 def lora_gradient_norms(model, enc, starts) -> np.ndarray:
+    import torch
+
     active = model.active_adapter
     params = [p for name, p in model.named_parameters() if "lora_" in name and f".{active}." in name]
     out = np.zeros(len(enc))

@@ -10,13 +10,18 @@ the two models under identical noise. Noise is drawn from a generator seeded by 
 then cast to the weights' dtype; the weights are restored exactly (from a copy) after each pass.
 """
 
+from __future__ import annotations
+
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .registry import scalar_attack
+
+if TYPE_CHECKING:
+    import torch
 
 
 def perturbed_parameters(model) -> list[torch.nn.Parameter]:
@@ -36,6 +41,8 @@ class Perturbation:
 
     @contextmanager
     def apply(self, model):
+        import torch
+
         params = perturbed_parameters(model)
         saved = [p.detach().clone() for p in params]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.index)

@@ -11,7 +11,6 @@ never touched. The same neighbours serve the fine-tuned and the pre-trained mode
 """
 
 import numpy as np
-import torch
 
 from ..data import right_pad
 from ..scoring import register_variant
@@ -20,6 +19,8 @@ from .registry import scalar_attack
 
 def top_k_candidates(model, enc, starts, k: int, batch_size: int = 16, pad_id: int = 0) -> np.ndarray:
     """[scored positions of all samples, k] token ids: the model's k likeliest next tokens."""
+    import torch
+
     out: list[np.ndarray] = [np.empty((0, k), np.int64)] * len(enc)
     with torch.inference_mode():
         for b in range(0, len(enc), batch_size):

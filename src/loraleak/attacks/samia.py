@@ -6,18 +6,24 @@ second half. A member's suffix is what the model tends to write.
 Departure: the prefix always includes the task prompt (the attacker knows the task's format).
 """
 
+from functools import cache
+
 import numpy as np
-from rouge_score import rouge_scorer
 
 from ..generation import sample_continuations
 from .registry import Attack, register
 
-_ROUGE1 = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+
+@cache
+def _rouge1():
+    from rouge_score import rouge_scorer  # here, not at import: validating a config must not wait for it
+
+    return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
 
 
 def rouge1_f1(candidate: str, reference: str) -> float:
     """ROUGE-1 F1 from the `rouge-score` package (its tokenizer: lowercase alphanumeric words, no stemming)."""
-    return _ROUGE1.score(reference, candidate)["rouge1"].fmeasure
+    return _rouge1().score(reference, candidate)["rouge1"].fmeasure
 
 
 def prefix_and_suffix(ev):

@@ -17,7 +17,6 @@ reference samples z are the population split.
 from functools import partial
 
 import numpy as np
-from scipy.stats import norm
 
 from ..scoring import EvidenceError, register_variant, scored_starts
 from .registry import Attack, ExtraAdapter, register
@@ -87,6 +86,8 @@ def _lira_online(ev, k, seed, global_variance):
     phi, shadows, keep = _phis(ev, k, seed)
     mu_in, sd_in = _fit(shadows, keep, global_variance)
     mu_out, sd_out = _fit(shadows, ~keep, global_variance)
+    from scipy.stats import norm  # here, not at import: validating a config must not wait for scipy
+
     return norm.logpdf(phi, mu_in, sd_in) - norm.logpdf(phi, mu_out, sd_out)
 
 

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .generation import self_prompted_examples
 from .registry import Attack, ExtraAdapter, register
@@ -36,6 +35,8 @@ class EmbeddingNoise:
 
     @contextmanager
     def apply(self, model):
+        import torch
+
         embed = model.get_input_embeddings()
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.index)
         noise = torch.randn(embed.weight.shape, generator=gen) * (self.scale * embed.weight.float().std())

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 PROMPT_TAIL = 8  # a prompt over its cap keeps its head and its last tokens (the cue before the response)
 
 
@@ -47,6 +45,8 @@ def encode_examples(examples, tokenizer, max_prompt_tokens: int, max_response_to
 def right_pad(seqs: list[list[int]], pad_id: int):
     """(input_ids, attention_mask) for a batch, padded on the right. Causal attention never lets a real
     token see the padding after it, so positions and results match the unpadded sequence."""
+    import torch  # here, not at import: validating a config must not wait for torch
+
     T = max(map(len, seqs))
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.long)

@@ -3,32 +3,41 @@
 A row gives prompt and response from `prompt_field` / `response_field` when it has both, else its
 `text_field` is the whole response after an empty prompt. The id is the row's `id_field`, else
 "<file stem>:<line>" (the line it came from, so a score traces back to the file). A bad row is an
-error, never skipped, so these loads report no skips.
+error, never skipped, so these loads report no skips. Files are UTF-8 (a byte-order mark is fine);
+whatever is wrong with one is a one-line TaskError naming the file and, where there is one, the line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 from .example import Example, LoadedTask, TaskError
+
+T = TypeVar("T")
 
 
 def load_jsonl(path: str, max_examples: int | None = None, **options) -> LoadedTask:
     file = _existing(path)
 
     def rows():
-        with open(file, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
+        with _opened(file) as f:
+            for line_no, raw in enumerate(f, 1):  # bytes split at b"\n": the lines an editor numbers
+                line = _decoded(raw, file, line_no)
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as e:
+                except (ValueError, RecursionError) as e:  # also an int over Python's 4300 digits, deep nesting
+                    reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+                    reason = e.msg if isinstance(e, json.JSONDecodeError) else reason  # without its line, column
                     raise TaskError(
-                        f"{file}: line {line_no} is not valid JSON ({e.msg}); each line must be one JSON object"
+                        f"{file}: line {line_no} is not valid JSON ({reason}); each line must be one JSON object"
                     ) from None
                 yield f"line {line_no}", line_no, row
 
@@ -37,10 +46,27 @@ def load_jsonl(path: str, max_examples: int | None = None, **options) -> LoadedT
 
 def load_csv(path: str, max_examples: int | None = None, **options) -> LoadedTask:
     file = _existing(path)
-    with open(file, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        rows = ((f"line {reader.line_num}", reader.line_num, row) for row in reader)
-        return LoadedTask(to_examples(islice(rows, max_examples), str(file), file.stem, **options))
+    with _opened(file) as f:
+        data = _read(file, f.read)
+    text = _decoded(data, file, 1)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+
+    def rows():
+        try:
+            for row in reader:
+                if None in row:  # DictReader files the fields beyond the header's under None
+                    raise TaskError(
+                        f"{file}: line {reader.line_num} has more fields than the header's "
+                        f"{len(reader.fieldnames or ())}; quote a field that holds a comma"
+                    )
+                yield f"line {reader.line_num}", reader.line_num, row
+        except csv.Error as e:  # a field over the csv module's size limit, a NUL byte (Python 3.10) ...
+            raise TaskError(
+                f"{file}: the row from line {reader.line_num + 1} is not valid CSV ({e}); "
+                "fix it or give the data as jsonl"
+            ) from None
+
+    return LoadedTask(to_examples(islice(rows(), max_examples), str(file), file.stem, **options))
 
 
 def load_hf(spec: str, hf_split: str = "train", max_examples: int | None = None, **options) -> LoadedTask:
@@ -61,10 +87,40 @@ def load_hf(spec: str, hf_split: str = "train", max_examples: int | None = None,
 
 
 def _existing(path: str) -> Path:
-    file = Path(path).expanduser()
+    try:
+        file = Path(path).expanduser()
+    except RuntimeError:  # ~name of no such user
+        raise TaskError(f"data file {path}: no home directory for its '~'; give the full path") from None
+    if _read(file, file.is_dir):  # stat can fail, e.g. on a folder without permission
+        raise TaskError(f"data file {file} is a directory; generic tasks are jsonl:PATH or csv:PATH naming a file")
     if not file.is_file():
         raise TaskError(f"data file {file} not found; generic tasks are jsonl:PATH or csv:PATH with an existing file")
     return file
+
+
+def _opened(file: Path) -> BinaryIO:
+    return _read(file, lambda: open(file, "rb"))
+
+
+def _read(file: Path, step: Callable[[], T]) -> T:
+    """step(), with an OSError while reading `file` (no permission, an I/O error) as a TaskError."""
+    try:
+        return step()
+    except OSError as e:
+        raise TaskError(f"{file}: cannot read it ({e.strerror or e}); check that it exists and is readable") from None
+
+
+def _decoded(data: bytes, file: Path, first_line: int) -> str:
+    """`data` (starting at line `first_line` of `file`) as text; a leading byte-order mark, which
+    spreadsheet exports write, is dropped so that it does not become part of the first field name."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.object  # what was decoded: `data` less any mark, which e.start counts from
+        line = first_line + bad.count(b"\n", 0, e.start)
+        raise TaskError(
+            f"{file}: line {line} has a byte that is not UTF-8 (0x{bad[e.start]:02x}); re-save the file as UTF-8"
+        ) from None
 
 
 def to_examples(
@@ -91,7 +147,7 @@ def to_examples(
         else:
             raise TaskError(
                 f"{source}: {where} has neither '{prompt_field}' and '{response_field}' nor "
-                f"'{text_field}'; its fields: {', '.join(map(str, row)) or 'none'} "
+                f"'{text_field}'; its fields: {', '.join(map(_shown, row)) or 'none'} "
                 "(set the task's prompt_field / response_field / text_field)"
             )
         values = [row[k] for k in fields]
@@ -99,10 +155,29 @@ def to_examples(
             if not isinstance(v, str):
                 raise TaskError(f"{source}: {where}: field '{k}' is {type(v).__name__}, not a string")
         ex_id = str(row[id_field]) if row.get(id_field) not in (None, "") else f"{stem}:{number}"
+        if not all(map(_encodable, [*values, ex_id])):
+            raise TaskError(f"{source}: {where} has an unpaired surrogate (a \\ud800-style escape); fix the text")
         if ex_id in first_seen:
-            raise TaskError(f"{source}: {where} repeats id '{ex_id}' of {first_seen[ex_id]}; ids must be unique")
+            raise TaskError(
+                f"{source}: {where} repeats id '{_shown(ex_id)}' of {first_seen[ex_id]}; ids must be unique"
+            )
         first_seen[ex_id] = where
         examples.append(Example(ex_id, *values) if len(values) == 2 else Example(ex_id, "", values[0]))
     if not examples:
         raise TaskError(f"{source} has no examples")
     return examples
+
+
+def _shown(value: object) -> str:
+    """`value` for a one-line message: a line break or other control character in a key or id escaped."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _encodable(text: str) -> bool:
+    # JSON's \ud800 escapes give str a lone surrogate, which no UTF-8 consumer (hashing, tokenizers) accepts
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

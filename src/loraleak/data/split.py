@@ -7,6 +7,7 @@ from the same distribution: membership inference is only meaningful without dist
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import atomic
 from .example import Example, TaskError
 
 SPLITS = ("member", "nonmember", "population")
@@ -70,7 +72,8 @@ def shift_check(members: list[Example], nonmembers: list[Example]) -> dict:
     a, b = [Counter(w for ex in group for w in re.findall(r"\w+", ex.text.lower())) for group in groups]
     ks = ks_2samp(*lengths)
     dot = sum(a[w] * b[w] for w in a.keys() & b.keys())
-    norm = np.sqrt(sum(v * v for v in a.values()) * sum(v * v for v in b.values()))
+    # each sum in float before the product: two long texts' exact int product can pass 2**64, which np.sqrt refuses
+    norm = math.sqrt(float(sum(v * v for v in a.values())) * float(sum(v * v for v in b.values())))
     union = a.keys() | b.keys()
     return {
         "member_mean_chars": float(lengths[0].mean()),
@@ -108,7 +111,7 @@ def make_split(
 def write_manifest(split: Split, path: Path) -> None:
     """One JSON line per example: id, sha256 of its text, split."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with atomic(path) as tmp, open(tmp, "w") as f:
         for name, part in zip(SPLITS, (split.members, split.nonmembers, split.population), strict=True):
             for ex in part:
                 f.write(json.dumps({"id": ex.id, "sha256": ex.sha256, "split": name}) + "\n")
