@@ -68,8 +68,9 @@ def test_the_lock_is_the_os_lock_and_a_killed_runs_lock_is_taken_over(tmp_path):
     held.wait()
     with cache.locked(tmp_path) as killed:
         assert killed.startswith(f"pid {held.pid} ")
-    with cache.locked(tmp_path) as killed:
+    with cache.locked(tmp_path) as killed, cache.locked(tmp_path) as again:
         assert killed is None  # the last run exited normally
+        assert again is None  # re-entrant: `loraleak run` holds it before `run` takes it again
 
 
 def test_results_of_an_older_config_go_the_moment_a_new_one_starts(tmp_path, monkeypatch):

@@ -112,13 +112,20 @@ def check_output(directory: Path) -> None:
         raise OutputError(f"output directory {directory}: {existing} is not writable; choose another --output")
 
 
+_HELD: set[Path] = set()  # directories this process holds: the CLI takes a lock before `run` takes it again
+
+
 @contextmanager
 def locked(directory: Path) -> Iterator[str | None]:
     """Hold DIRECTORY/.loraleak.lock for the block: an OS file lock, released on any exit (even kill -9).
     A lock file left by a killed run is stale by construction: it is taken over, and its holder (what
     was killed) is yielded; None when the last run exited. A second live run is refused with the first
-    one's process id; every way the directory cannot be used is one OutputError."""
+    one's process id; every way the directory cannot be used is one OutputError. Re-entrant within
+    a process (the inner hold yields None)."""
     check_output(directory)
+    if directory.resolve() in _HELD:
+        yield None
+        return
     with ExitStack() as stack:
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -137,9 +144,11 @@ def locked(directory: Path) -> Iterator[str | None]:
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         handle.flush()
+        _HELD.add(directory.resolve())
         try:
             yield holder
         finally:
+            _HELD.discard(directory.resolve())
             handle.truncate(0)  # any exit but a kill leaves an empty lock file; the lock goes with the handle
 
 

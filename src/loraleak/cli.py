@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
     from pathlib import Path
 
     from .attacks import check_params, resolve
-    from .cache import check_output
+    from .cache import check_output, locked
     from .config import load_grid
     from .models import check_model
 
@@ -61,9 +61,17 @@ def cmd_run(args) -> int:
         resolve(cell.config.attacks)
         check_params(cell.config.attack_params)
         check_output(Path(cell.config.output_dir))
-    for model in {(c.config.model.name, c.config.model.allow_pickle) for c in cells}:
-        check_model(model[0], allow_pickle=model[1])
+    for name, allow_pickle in {(c.config.model.name, c.config.model.allow_pickle) for c in cells}:
+        check_model(name, allow_pickle=allow_pickle)
+    out = Path(cells[0].config.output_dir)
+    out = out.parent.parent if len(cells) > 1 else out  # a grid's cells are OUT/cells/NAME
+    with locked(out) as killed:  # taken before torch loads: a second run into `out` is refused at once
+        if killed:
+            print(f"[loraleak] {out} was left by a killed run ({killed}): resuming from what it finished")
+        return _run_cells(cells, args)
 
+
+def _run_cells(cells, args) -> int:
     from .experiment import run, run_grid
     from .report import grid_markdown, summary
 
