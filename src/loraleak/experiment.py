@@ -26,14 +26,18 @@ import pandas as pd
 import torch
 
 from . import __version__, cache, finetune, report, utility
+from .adapter import AdapterError, check_fit, find_adapter
 from .attacks import Attack, ExtraAdapter, check_params, params_for, resolve
+from .blind import blind_baseline
 from .cache import RunFiles, read_cached
-from .config import Cell, Config, ConfigLike, load_config
+from .config import MIN_SCORED, Cell, Config, ConfigLike, load_config
 from .data import (
+    SPLITS,
     Encoded,
     Example,
     Split,
     Task,
+    TaskError,
     dedup,
     encode_examples,
     get_task,
@@ -70,9 +74,7 @@ def run(
     attacks = resolve(cfg.attacks)
     check_params(cfg.attack_params)
     files, clock = RunFiles(cfg.output_dir), Clock()
-    with files.locked() as killed, cache.disk_errors(files.root):
-        if killed:
-            echo(f"[loraleak] {files.root} was left by a killed run ({killed}): resuming from what it finished")
+    with _held(files, echo):
         with clock("data"):
             task_split = _split(cfg)
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics())
@@ -80,12 +82,23 @@ def run(
         with clock("load_model"):  # load_model checks the model's path and weights format before it loads
             model, tok = base or load_base(cfg, echo)
         data = prepare_data(cfg, task_split, tok, files)
-        result, target = _stages(cfg, keys, attacks, files, clock, data, model, echo, progress)
+        with clock("finetune"):
+            target = fine_tune(cfg, keys, model, data, files, echo, progress)
+        result = _stages(cfg, keys, attacks, files, clock, data, target, echo, progress)
         report.write(files, result)
         files.finish(files.root, keys.report())
     if base is not None:
         target.model.unload()  # every adapter out: the base model is as it came, for the next cell
     return result
+
+
+@contextmanager
+def _held(files: RunFiles, echo: Echo) -> Iterator[None]:
+    """The output directory held by this run alone (a lock), a full or forbidden disk one clear line."""
+    with files.locked() as killed, cache.disk_errors(files.root):
+        if killed:
+            echo(f"[loraleak] {files.root} was left by a killed run ({killed}): resuming from what it finished")
+        yield
 
 
 def _stages(
@@ -95,14 +108,12 @@ def _stages(
     files: RunFiles,
     clock: Clock,
     data: RunData,
-    model: Any,
+    target: Target,
     echo: Echo,
     progress: bool,
-) -> tuple[RunResult, Target]:
-    """Fine-tune, gather evidence, attack, evaluate and measure utility: the run's work once its
-    inputs are checked and its data is encoded."""
-    with clock("finetune"):
-        target = fine_tune(cfg, keys, model, data, files, echo, progress)
+) -> RunResult:
+    """Gather evidence, attack, evaluate and measure utility: the work on a target adapter, whether
+    this run fine-tuned it or an audit was given it."""
     evidence = attack_evidence(cfg, keys, target, data, files, progress)
     with clock("attacks"):
         scores, attack_time = run_attacks(
@@ -117,8 +128,13 @@ def _stages(
     if cfg.eval.utility:
         with clock("utility"):
             task_utility = measure_utility(cfg, keys, target, data, files, progress)
+    with clock("blind_baseline"):  # a model-free classifier on the texts: does the split itself leak membership?
+        e = cfg.eval
+        blind = blind_baseline(data.split.members, data.split.nonmembers, seed=e.seed, bootstrap=e.bootstrap,
+                               confidence=e.confidence)  # fmt: skip
     result = collect(cfg, data, target, evidence, attacks, scores, metrics, attack_time, task_utility, clock.times)
-    return result, target
+    result.blind_baseline = blind
+    return result
 
 
 def load_base(cfg: Config, echo: Echo = print) -> tuple[Any, Any]:
@@ -506,6 +522,107 @@ def environment() -> dict[str, Any]:
         "peft": peft.__version__,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+# --- audits: an adapter someone already trained ---------------------------------------------------------------
+
+
+def audit(config: ConfigLike = None, *, progress: bool = True, echo: Echo = print, **sections: Any) -> RunResult:
+    """Measure the leak of an adapter someone already trained: `audit.adapter` on `model.name`, scored
+    on the records in `audit.members` against those in `audit.nonmembers`, with the attacks, metrics,
+    cache and report of `run` (the same stages, from evidence on). Checked first: the files, their
+    overlap and sizes, the adapter's type, weights format and fit to the base model."""
+    cfg = load_config(config, **sections)
+    attacks = resolve(cfg.attacks)
+    check_params(cfg.attack_params)
+    files, clock = RunFiles(cfg.output_dir), Clock()
+    with _held(files, echo):
+        with clock("data"):
+            task_split = _audit_split(cfg)
+        given = find_adapter(cfg.audit.adapter, cfg.model.name, allow_pickle=cfg.model.allow_pickle, echo=echo)
+        keys = cache.Keys(cfg, _digest(task_split[1]), numerics(), adapter=given.sha256)
+        files.clear_report_unless(keys.report())
+        with clock("load_model"):
+            model, tok = load_base(cfg, echo)
+            check_fit(model, given)
+            target = Target(finetune.load_adapter(model, given.path), [], None)
+        data = prepare_data(cfg, task_split, tok, files)
+        result = _stages(cfg, keys, attacks, files, clock, data, target, echo, progress)
+        result.audit = {
+            "adapter": str(given.path),
+            "adapter_sha256": given.sha256,
+            "adapter_variant": given.variant,
+            "adapter_base_model": given.base_model,
+            **{f"{name}_file": getattr(cfg.audit, name) for name in ("members", "nonmembers", "population")},
+        }
+        report.write(files, result)
+        files.finish(files.root, keys.report())
+    return result
+
+
+def _audit_split(cfg: Config) -> TaskSplit:
+    """The audit's records as a split: members and non-members from their files; a non-member (or
+    population record) equal to an earlier record up to whitespace and case is dropped and counted."""
+    a = cfg.audit
+    if not (a.adapter and a.members and a.nonmembers):
+        raise AdapterError(
+            "an audit needs an adapter and two files: --adapter DIR --members FILE --nonmembers FILE "
+            "(audit.adapter, audit.members, audit.nonmembers in a config)"
+        )
+    parts, seen, dropped = [], set(), 0
+    for path in (a.members, a.nonmembers, a.population):
+        records = load_task(_generic(path), **cfg.task.options()).examples if path else []
+        kept = [ex for ex in records if _normalised(ex.text) not in seen]
+        dropped += len(records) - len(kept)
+        seen |= {_normalised(ex.text) for ex in kept}
+        parts.append(kept)
+    for name, part in zip(("audit.members", "audit.nonmembers"), parts, strict=False):
+        if len(part) < MIN_SCORED:
+            raise TaskError(
+                f"{name} ({getattr(a, name.split('.')[1])}) has {len(part)} records after dropping overlaps; "
+                f"an audit needs at least {MIN_SCORED} members and {MIN_SCORED} non-members"
+            )
+    split = Split(*parts)
+    ids = [ex.id for ex in split.targets + split.population]
+    if len(set(ids)) != len(ids):
+        raise TaskError(f"record id '{next(i for i in ids if ids.count(i) > 1)}' is in more than one audit file")
+    return get_task(_generic(a.members)), split, len(seen), dropped, {}
+
+
+def export_split(run_dir: Path, out: Path) -> dict[str, int]:
+    """A finished run's (or audit's) members, non-members and population as jsonl in `out`: rebuilt from
+    its task or files and checked against its manifest's sha256, so they are exactly what it scored."""
+    files = RunFiles(run_dir)
+    if not files.results.is_file() or not files.manifest.is_file():
+        raise TaskError(f"{run_dir} has no results.json and manifest.jsonl: give a finished run's output directory")
+    cfg = load_config(read_cached(files.results, _read_json)["config"])
+    split = (_audit_split if cfg.audit.members else _split)(cfg)[1]
+    rebuilt = [(ex.id, ex.sha256, role) for role, (_, part) in zip(SPLITS, _parts(split), strict=True) for ex in part]
+    recorded = [(r["id"], r["sha256"], r["split"]) for r in read_cached(files.manifest, _read_jsonl)]
+    if rebuilt != recorded:
+        first = next((r for r, b in zip(recorded, rebuilt, strict=False) if r != b), recorded[len(rebuilt) :][:1])
+        raise TaskError(
+            f"the data of {run_dir} changed since it ran (first difference: {first}); its records cannot be "
+            "rebuilt exactly: restore the data it was run on"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in _parts(split):
+        with cache.atomic(out / f"{name}.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps({"id": ex.id, "prompt": ex.prompt, "response": ex.response}) + "\n"
+                                   for ex in part))  # fmt: skip
+    return {name: len(part) for name, part in _parts(split)}
+
+
+def _parts(split: Split) -> list[tuple[str, list[Example]]]:
+    return [("members", split.members), ("nonmembers", split.nonmembers), ("population", split.population)]
+
+
+def _generic(path: str) -> str:
+    return f"{'csv' if path.lower().endswith('.csv') else 'jsonl'}:{path}"
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 # --- grids ----------------------------------------------------------------------------------------------------

@@ -108,3 +108,10 @@ def classification(true: list[str], predicted: list[str]) -> dict:
         "accuracy": float(accuracy_score(true, predicted)),
         "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0)),
     }
+
+
+def empirical_pvalues(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """For each score, the share of `null` scores (the non-members') at least as high: how often a record
+    the model never saw scores like this one (higher = more member-like, as every attack's score)."""
+    ref = np.sort(np.asarray(null, dtype=float))
+    return (len(ref) - np.searchsorted(ref, np.asarray(scores, dtype=float), side="left")) / len(ref)

@@ -61,29 +61,108 @@ def plot_roc(roc: pd.DataFrame, results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def table(attack_metrics: dict[str, dict]) -> str:
-    """attack | AUC [CI] | TPR@1%FPR | TPR@0.1%FPR, as fixed-width text."""
-    head = f"{'attack':<16} {'AUC':>6} {'95% CI':>15} {'TPR@1%FPR':>10} {'TPR@0.1%FPR':>12}"
-    lines = [head, "-" * len(head)]
+def min_nonmembers_for(fpr: float) -> int:
+    """Non-members needed to resolve a false positive rate: one false positive must be <= `fpr`
+    of them, else TPR@`fpr` is just the TPR at zero false positives (see `metrics`)."""
+    return int(np.ceil(1 / fpr - 1e-9))  # the tolerance keeps 1 / 0.001 = 1000.0000000000001 at 1000
+
+
+def resolvable(fpr: float, nonmembers: int) -> bool:
+    return nonmembers >= min_nonmembers_for(fpr)
+
+
+def _tpr_cell(tpr: float, fpr: float, nonmembers: int | None) -> str:
+    if nonmembers is None or resolvable(fpr, nonmembers):
+        return f"{tpr:.3f}"
+    return f"n/a (needs {min_nonmembers_for(fpr)})"
+
+
+def table(attack_metrics: dict[str, dict], nonmembers: int | None = None) -> str:
+    """attack | AUC [CI] | TPR@1%FPR | TPR@0.1%FPR, as fixed-width text. Given the number of
+    `nonmembers`, a TPR at an FPR they cannot resolve shows "n/a (needs N)"; None shows every number."""
+    rows = []
     for name, m in attack_metrics.items():
         ci = m.get("ci", {}).get("auc")
         ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        lines.append(f"{name:<16} {m['auc']:>6.3f} {ci_s:>15} {m['tpr@0.01fpr']:>10.3f} {m['tpr@0.001fpr']:>12.3f}")
+        tpr1 = _tpr_cell(m["tpr@0.01fpr"], 0.01, nonmembers)
+        tpr01 = _tpr_cell(m["tpr@0.001fpr"], 0.001, nonmembers)
+        rows.append((name, m["auc"], ci_s, tpr1, tpr01))
+    # the TPR columns widen only for an "n/a (needs N)" cell, so the numbers-only table is unchanged
+    w1 = max([10, *(len(r[3]) for r in rows)])
+    w2 = max([12, *(len(r[4]) for r in rows)])
+    head = f"{'attack':<16} {'AUC':>6} {'95% CI':>15} {'TPR@1%FPR':>{w1}} {'TPR@0.1%FPR':>{w2}}"
+    lines = [head, "-" * len(head)]
+    lines += [f"{n:<16} {a:>6.3f} {ci_s:>15} {t1:>{w1}} {t2:>{w2}}" for n, a, ci_s, t1, t2 in rows]
     return "\n".join(lines)
 
 
 def summary(result: RunResult) -> str:
-    """What `loraleak run` prints: the setting, the attack table, the utility line."""
-    cfg, s = result.config, result.split
+    """What `loraleak run` and `loraleak audit` print: the setting, the attack table, the verdict, the
+    blind baseline (with a warning when the split alone tells members apart), the utility line."""
+    lines = [_setting(result), table(result.attacks, nonmembers=result.split.nonmembers), verdict(result)]
+    if result.blind_baseline:
+        lines.append(blind_line(result.blind_baseline))
+    return "\n".join(lines + ([utility_line(result.utility)] if result.utility else []))
+
+
+def _setting(result: RunResult) -> str:
+    cfg, s, a = result.config, result.split, result.audit
+    sizes = f"{s.members} members vs {s.nonmembers} non-members"
+    if a:
+        return (
+            f"{cfg.model.name} + adapter {a['adapter']} ({a['adapter_variant']}, sha256 {a['adapter_sha256'][:12]}): "
+            f"{sizes} from {a['members_file']} / {a['nonmembers_file']} ({s.duplicates_dropped} overlaps dropped)"
+        )
     dp = f"; DP-SGD epsilon {result.privacy['epsilon']:.2f} at delta {cfg.dp.delta:g}" if result.privacy else ""
     loss = result.training.final_loss
-    lines = [
-        f"{cfg.model.name} on {cfg.task.name}: {s.members} members vs {s.nonmembers} non-members "
+    return (
+        f"{cfg.model.name} on {cfg.task.name}: {sizes} "
         f"({cfg.model.dtype}, LoRA r={cfg.lora.r} on {','.join(cfg.lora.target_modules)}, "
-        f"{cfg.train.epochs} epochs; final train loss {'-' if loss is None else f'{loss:.3f}'}{dp})",
-        table(result.attacks),
-    ]
-    return "\n".join(lines + ([utility_line(result.utility)] if result.utility else []))
+        f"{cfg.train.epochs} epochs; final train loss {'-' if loss is None else f'{loss:.3f}'}{dp})"
+    )
+
+
+def verdict(result: RunResult) -> str:
+    """The finding in one sentence a provider can act on: the strongest attack and the access it needs,
+    its AUC and the share of members it finds at 1% false positives (with CIs), and what calibrating by
+    the pre-trained model adds (the best `-pt` attack against its uncalibrated self)."""
+    from .attacks import ATTACKS
+
+    m = result.attacks
+    best = max(m, key=lambda n: m[n]["auc"])
+    ci = m[best].get("ci", {})
+
+    def interval(key: str) -> str:
+        return f" [{ci[key][0]:.3f}, {ci[key][1]:.3f}]" if key in ci else ""
+
+    found = (
+        f"finds {m[best]['tpr@0.01fpr']:.1%}{interval('tpr@0.01fpr')} of members at 1% false positives"
+        if resolvable(0.01, result.split.nonmembers)
+        else f"its TPR at 1% false positives needs {min_nonmembers_for(0.01)} non-members"
+    )
+    text = (
+        f"Verdict: the strongest attack, {best} ({m[best]['family']}; needs {', '.join(ATTACKS[best].access)}), "
+        f"reaches AUC {m[best]['auc']:.3f}{interval('auc')} and {found}"
+    )
+    pairs = [(n, n.removesuffix("-pt")) for n in m if n.endswith("-pt") and n.removesuffix("-pt") in m]
+    if pairs:
+        pt, plain = max(pairs, key=lambda p: m[p[0]]["auc"])
+        text += f"; the pre-trained reference adds {m[pt]['auc'] - m[plain]['auc']:+.3f} AUC ({plain} -> {pt})"
+    return text + "."
+
+
+def blind_line(blind: dict) -> str:
+    """The blind baseline's AUC, and a warning when it tells members from non-members without the model."""
+    ci = blind.get("auc_ci")
+    line = f"blind baseline (no model: {blind['features']}): AUC {blind['auc']:.3f}" + (
+        f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    )
+    if blind["shifted"]:
+        line += (
+            "\nWARNING: a model-free classifier tells members from non-members: they differ in distribution, so "
+            "the attacks may measure the split, not the adapter (Das et al. 2024). Use a random split of one pool."
+        )
+    return line
 
 
 def utility_line(u: dict) -> str:
@@ -99,7 +178,7 @@ def utility_line(u: dict) -> str:
 
 
 def write(files: RunFiles, result: RunResult) -> None:
-    """results.json, scores.csv, roc.csv and roc.png of a run."""
+    """results.json, scores.csv, records.csv, roc.csv and roc.png of a run."""
     files.root.mkdir(parents=True, exist_ok=True)
     labels = (result.scores["split"] == "member").to_numpy(int)
     roc = roc_frame(labels, {name: result.scores[name].to_numpy() for name in result.attacks})
@@ -111,6 +190,20 @@ def write(files: RunFiles, result: RunResult) -> None:
         roc.to_csv(tmp, index=False)
     with atomic(files.roc_png) as tmp:
         plot_roc(roc, result.attacks, tmp)
+    with atomic(files.records) as tmp:
+        records_frame(result.scores, list(result.attacks)).to_csv(tmp, index=False)
+
+
+def records_frame(scores: pd.DataFrame, attacks: list[str]) -> pd.DataFrame:
+    """records.csv: each scored record's id, split, and per attack its score and empirical p-value
+    against the non-members (metrics.empirical_pvalues): a member with a small p-value is exposed."""
+    out = scores[["id", "split"]].copy()
+    nonmember = (scores["split"] == "nonmember").to_numpy()
+    for name in attacks:
+        values = scores[name].to_numpy(float)
+        out[name] = values
+        out[f"{name}_p"] = M.empirical_pvalues(values, values[nonmember])
+    return out
 
 
 def _jsonable(o):

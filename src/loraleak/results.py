@@ -58,6 +58,8 @@ class RunResult:
     environment: dict[str, Any]
     timings_s: dict[str, float]
     scores: pd.DataFrame = field(repr=False, compare=False)
+    audit: dict[str, Any] | None = None  # an audit's adapter (path, sha256, variant) and record files
+    blind_baseline: dict[str, Any] | None = None  # blind.blind_baseline: can the split alone be told apart?
 
     def to_dict(self) -> dict[str, Any]:
         """What results.json holds: every field but `scores`, the config as a plain mapping."""

@@ -3,13 +3,14 @@ population split and its manifest; `encoding` tokenizes examples for training an
 
 from .encoding import Encoded, encode_examples, right_pad
 from .example import Example, LoadedTask, TaskError
-from .split import Split, dedup, make_split, read_manifest, shift_check, write_manifest
+from .split import SPLITS, Split, dedup, make_split, read_manifest, shift_check, write_manifest
 from .tasks import TASKS, Task, get_task, load_task, register_task
 
 __all__ = [
     "Encoded",
     "encode_examples",
     "right_pad",
+    "SPLITS",
     "Split",
     "dedup",
     "make_split",
