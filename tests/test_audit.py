@@ -15,6 +15,7 @@ from loraleak.config import load_config
 from loraleak.data import TaskError
 from loraleak.experiment import _audit_split, export_split, run
 from loraleak.metrics import empirical_pvalues
+from loraleak.models import ALIASES
 
 ATTACKS = ["loss", "loss-pt", "zlib", "min-k", "min-k-pt", "min-k++", "recall"]
 
@@ -40,6 +41,7 @@ def test_a_run_exported_and_audited_gives_the_runs_scores(tmp_path, capsys):
     np.testing.assert_allclose(audit_scores[ATTACKS].to_numpy(), ran_scores[ATTACKS].to_numpy(), rtol=0, atol=1e-6)
     sha = json.loads((audit_dir / "results.json").read_text())["audit"]["adapter_sha256"]
     assert len(sha) == 64 and audited["split"]["duplicates_dropped"] == 0
+    assert audited["audit"]["model_identity"] == "built:tiny-llama"  # built in code: no weights file to hash
     assert not audited["blind_baseline"]["shifted"]  # a random split of one pool: the texts alone tell nothing
     out = capsys.readouterr().out
     assert "Verdict: the strongest attack" in out and "WARNING" not in out
@@ -86,6 +88,11 @@ def test_an_adapter_is_checked_before_it_is_used(tmp_path, tiny):
     heard = []
     given = find_adapter(str(_adapter(tmp_path, {"use_dora": True})), "smollm2-135m", echo=heard.append)
     assert given.variant == "DoRA" and "trained on 'tiny-llama', audited on 'smollm2-135m'" in heard[0]
+    converted = str(ALIASES["smollm2-135m"].cache_dir())  # what loraleak's own runs record as the base
+    find_adapter(
+        str(_adapter(tmp_path / "c", {"base_model_name_or_path": converted})), "smollm2-135m", echo=heard.append
+    )
+    assert len(heard) == 1
     check_fit(model, given)  # q_proj is [96 out, 96 in]: lora_A [4, 96] fits
     wide = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 128)}
     with pytest.raises(AdapterError, match=r"'model.layers.0.self_attn.q_proj' is \[96, 96\].*lora_A is \[4, 128\]"):
@@ -148,3 +155,48 @@ def test_records_pvalues_are_the_share_of_nonmembers_scoring_at_least_as_high():
     scores, null = rng.normal(size=50).round(1), rng.normal(size=30).round(1)  # ties on purpose
     slow = [np.mean([n >= s for n in null]) for s in scores]
     np.testing.assert_allclose(empirical_pvalues(scores, null), slow, rtol=0, atol=0)
+
+
+def test_merged_weights_are_audited_against_a_second_resident_pretrained_model(tmp_path, capsys):
+    """--finetuned: the adapter merged into full weights gives the adapter's scores, up to the rounding
+    of W + BA (float32); attacks that train adapters beside the target are refused by name."""
+    from peft import PeftModel
+
+    from loraleak.models import load_model
+
+    cfg = tiny_config(tmp_path, attacks=["loss", "loss-pt", "min-k++-pt"], eval={"bootstrap": 20, "utility": False})
+    ran = run(cfg, progress=False, echo=lambda _: None)
+    split_dir, merged_dir = tmp_path / "split", tmp_path / "merged"
+    export_split(tmp_path / "run", split_dir)
+    base, tok = load_model("tiny-llama", "float32")
+    PeftModel.from_pretrained(base, f"{cfg.output_dir}/adapter").merge_and_unload().save_pretrained(merged_dir)
+    tok.save_pretrained(merged_dir)
+    args = ["audit", "--model", "tiny-llama", "--finetuned", str(merged_dir), "--no-progress"]
+    args += ["--members", str(split_dir / "members.jsonl"), "--nonmembers", str(split_dir / "nonmembers.jsonl")]
+    args += ["--output", str(tmp_path / "audit"), "--set", "model.dtype=float32", "--set", "eval.bootstrap=20"]
+    args += ["--set", "task.max_prompt_tokens=16", "--set", "task.max_response_tokens=32"]
+    assert main([*args, "--attacks", "loss,loss-pt,min-k++-pt"]) == 0, capsys.readouterr().err
+    audited = json.loads((tmp_path / "audit" / "results.json").read_text())
+    for name in ("loss", "loss-pt", "min-k++-pt"):
+        assert audited["attacks"][name]["auc"] == pytest.approx(ran.attacks[name]["auc"], abs=0.02), name
+    ran_scores, audit_scores = (pd.read_csv(d / "scores.csv") for d in (tmp_path / "run", tmp_path / "audit"))
+    np.testing.assert_allclose(audit_scores["loss-pt"], ran_scores["loss-pt"], rtol=0, atol=1e-4)
+    assert audited["audit"]["adapter_variant"] == "merged" and len(audited["audit"]["finetuned_sha256"]) == 64
+    assert audited["utility"]["pretrained"] != audited["utility"]["target"]  # two models, not one twice
+    assert main([*args, "--attacks", "loss,reference"]) == 2
+    assert "attacks reference train adapters on the base model" in capsys.readouterr().err
+
+
+def test_an_audit_takes_an_adapter_or_merged_weights_and_names_a_missing_model(tmp_path, capsys):
+    pool = toy_examples(20)
+    files = [
+        "--members",
+        _records(tmp_path / "m.jsonl", pool[:10]),
+        "--nonmembers",
+        _records(tmp_path / "n.jsonl", pool[10:]),
+    ]
+    args = ["audit", "--model", "tiny-llama", *files, "--output", str(tmp_path / "audit"), "--no-progress"]
+    assert main([*args, "--adapter", str(tmp_path), "--finetuned", "tiny-llama"]) == 2
+    assert "an audit needs one adapter (--adapter DIR, or --finetuned MODEL" in capsys.readouterr().err
+    assert main([*args, "--finetuned", str(tmp_path / "merged")]) == 2
+    assert f"unknown model '{tmp_path / 'merged'}'" in capsys.readouterr().err

@@ -9,13 +9,13 @@ the shapes the adapter's matrices expect. A base model named differently from th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import sha256_file
 from .errors import UserError
 
 
@@ -52,10 +52,19 @@ def find_adapter(source: str, base: str, *, allow_pickle: bool = False, echo: Ca
         )
     weights = _weights(path, allow_pickle)
     named = str(config.get("base_model_name_or_path") or "")
-    if named and Path(named).name != Path(base).name and named != base:
+    if named and not _same_base(named, base):
         echo(f"[loraleak] warning: adapter {path} was trained on '{named}', audited on '{base}': same weights?")
     variant = "DoRA" if config.get("use_dora") else "rsLoRA" if config.get("use_rslora") else "LoRA"
-    return GivenAdapter(path, _sha256(weights), peft_type, named, variant)
+    return GivenAdapter(path, sha256_file(weights), peft_type, named, variant)
+
+
+def _same_base(named: str, base: str) -> bool:
+    """Is the adapter's `base_model_name_or_path` the model audited on? The same name or folder name,
+    or the folder loraleak converted a bundled alias into (what its own runs record)."""
+    from .models import ALIASES
+
+    alias = ALIASES.get(base)
+    return Path(named).name == Path(base).name or (alias is not None and Path(named) == alias.cache_dir())
 
 
 def _weights(path: Path, allow_pickle: bool) -> Path:
@@ -84,14 +93,6 @@ def _from_hub(source: str) -> Path:
             f"could not fetch adapter '{source}' from the Hugging Face hub ({type(e).__name__}); "
             "download it where there is network and give the local folder"
         ) from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_fit(model: Any, adapter: GivenAdapter) -> None:

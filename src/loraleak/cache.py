@@ -40,6 +40,15 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (model and adapter weights can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _plain(o: Any) -> Any:
     """What json cannot write itself: config sections (dataclasses) and paths."""
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
@@ -73,7 +82,9 @@ class RunFiles:
         self.scores = self.root / "scores.csv"
         self.roc_csv, self.roc_png = self.root / "roc.csv", self.root / "roc.png"
         self.records = self.root / "records.csv"
-        self.report = (self.results, self.scores, self.records, self.roc_csv, self.roc_png)  # what a run shows
+        self.html = self.root / "report.html"
+        # what a run shows: removed together when a run starts under another key
+        self.report = (self.results, self.scores, self.records, self.roc_csv, self.roc_png, self.html)
         self.manifest = self.root / "manifest.jsonl"
         self.stats = self.root / "stats"  # attack evidence
         self.utility = self.root / "utility"  # utility evidence and generations

@@ -1,5 +1,5 @@
-"""Command line: `loraleak run`, `loraleak audit`, `loraleak split export RUN`, `loraleak attacks`,
-`loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`, `loraleak config`."""
+"""Command line: `loraleak run`, `loraleak audit`, `loraleak split export RUN`, `loraleak report DIR`,
+`loraleak attacks`, `loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`, `loraleak config`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_split.add_argument("action", choices=("export",))
     p_split.add_argument("run_dir", help="a finished run's (or audit's) output directory")
     p_split.add_argument("--output", required=True, help="where members.jsonl, nonmembers.jsonl, population.jsonl go")
+    p_report = sub.add_parser(
+        "report", help="report DIR: write DIR/report.html again from a run's, audit's or grid's files"
+    )
+    p_report.add_argument("directory", help="the output directory of a finished run, audit or grid")
     sub.add_parser("attacks", help="list the registered attacks and presets")
     p_models = sub.add_parser("models", help="list the bundled model aliases, or fetch one: models fetch NAME")
     p_models.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
@@ -51,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 AUDIT_OPTIONS = (
     ("--model", "model.name", "base model: an alias, a local directory or a Hugging Face id"),
     ("--adapter", "audit.adapter", "PEFT adapter directory or Hugging Face id"),
+    ("--finetuned", "audit.finetuned", "instead of --adapter: the model with the adapter merged in"),
     ("--members", "audit.members", "jsonl or csv of records the adapter was trained on"),
     ("--nonmembers", "audit.nonmembers", "jsonl or csv of records from the same distribution it never saw"),
     ("--population", "audit.population", "further unseen records, for attacks that train a reference or shadows"),
@@ -84,7 +89,9 @@ def _checked_cells(args, overrides: list[str]) -> list:
         resolve(cell.config.attacks)
         check_params(cell.config.attack_params)
         check_output(Path(cell.config.output_dir))
-    for name, allow_pickle in {(c.config.model.name, c.config.model.allow_pickle) for c in cells}:
+    models = {(c.config.model.name, c.config.model.allow_pickle) for c in cells}
+    models |= {(c.config.audit.finetuned, c.config.model.allow_pickle) for c in cells if c.config.audit.finetuned}
+    for name, allow_pickle in models:
         check_model(name, allow_pickle=allow_pickle)
     return cells
 
@@ -122,7 +129,9 @@ def cmd_audit(args) -> int:
 
         result = audit(cells[0].config, progress=not args.no_progress)
     print("\n" + summary(result))
-    print(f"\nwrote {cells[0].config.output_dir}/ (results.json, scores.csv, records.csv, roc.csv, roc.png)")
+    print(
+        f"\nwrote {cells[0].config.output_dir}/ (report.html, results.json, scores.csv, records.csv, roc.csv, roc.png)"
+    )
     return 0
 
 
@@ -131,6 +140,18 @@ def cmd_split(args) -> int:
 
     counts = export_split(Path(args.run_dir), Path(args.output))
     print(f"wrote {args.output}/: " + ", ".join(f"{name}.jsonl ({n})" for name, n in counts.items()))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report_html import regenerate
+
+    pages = regenerate(Path(args.directory))
+    print(
+        f"wrote {pages[-1]}"
+        + (f" and {len(pages) - 1} cell reports" if len(pages) > 1 else "")
+        + ": open it in a browser"
+    )
     return 0
 
 
@@ -143,7 +164,7 @@ def _run_cells(cells, args) -> int:
         out = cells[0].config.output_dir.rsplit("/cells/", 1)[0]
         print(f"\n{len(cells)} cells\n" + grid_markdown(frame))
         print(
-            f"wrote {out}/ (grid.csv, grid.md, privacy_utility.png; cells/NAME/ per cell) "
+            f"wrote {out}/ (report.html, grid.csv, grid.md, privacy_utility.png; cells/NAME/ per cell) "
             f"in {frame['time_s'].sum():.0f} s"
         )
         return 0
@@ -151,7 +172,8 @@ def _run_cells(cells, args) -> int:
     result = run(cfg, progress=not args.no_progress)
     print("\n" + summary(result))
     print(
-        f"\nwrote {cfg.output_dir}/ (results.json, scores.csv, roc.csv, roc.png, adapter/, manifest.jsonl) "
+        f"\nwrote {cfg.output_dir}/ (report.html, results.json, scores.csv, records.csv, roc.*, adapter/, "
+        "manifest.jsonl) "
         f"in {sum(result.timings_s.values()):.0f} s"
     )
     return 0
@@ -216,6 +238,7 @@ COMMANDS = {
     "run": cmd_run,
     "audit": cmd_audit,
     "split": cmd_split,
+    "report": cmd_report,
     "attacks": cmd_attacks,
     "models": cmd_models,
     "data": cmd_data,

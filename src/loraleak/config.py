@@ -154,14 +154,19 @@ class EvalConfig:
 
 @dataclass
 class AuditConfig:
-    """`loraleak audit`: an adapter someone already trained, with the records it was trained on and
-    records it never saw (jsonl or csv, with the task section's field names). Unused by `run`."""
+    """`loraleak audit`: an adapter someone already trained (or the model it was merged into), with the
+    records it was trained on and records it never saw (jsonl or csv, with the task section's field
+    names). Unused by `run`, but for `redact`."""
 
     adapter: str = option("", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) or hub id")
+    finetuned: str = option(
+        "", "instead of an adapter: the fine-tuned model with the adapter merged in (as model.name); a second "
+        "resident model beside the pre-trained one, so twice the weights' memory"
+    )  # fmt: skip
     members: str = option("", "file of records the adapter was fine-tuned on (all of them or a sample)")
     nonmembers: str = option("", "file of records from the same distribution that it never saw")
     population: str = option("", "further unseen records, for attacks that train a reference or shadows")
-    redact: bool = option(False, "leave record texts out of the report (ids and scores only)")
+    redact: bool = option(False, "leave record texts out of records.csv and report.html (runs and audits alike)")
 
 
 def section(cls: type) -> Any:

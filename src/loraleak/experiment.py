@@ -47,7 +47,7 @@ from .data import (
     write_manifest,
 )
 from .metrics import evaluate
-from .models import check_model, load_model
+from .models import check_model, load_model, weights_digest
 from .results import RunResult, SplitSummary, TaskSummary, TrainingSummary
 from .scoring import Evidence, EvidenceError
 
@@ -70,10 +70,7 @@ def run(
     Everything a user gave is checked before any model loads: config, attack names and parameters,
     the output directory (writable, and held by this run alone: a lock), the data and split sizes,
     then the model's path and weights format (`load_model`)."""
-    cfg = load_config(config, **sections)
-    attacks = resolve(cfg.attacks)
-    check_params(cfg.attack_params)
-    files, clock = RunFiles(cfg.output_dir), Clock()
+    cfg, attacks, files, clock = _begin(config, sections)
     with _held(files, echo):
         with clock("data"):
             task_split = _split(cfg)
@@ -85,11 +82,25 @@ def run(
         with clock("finetune"):
             target = fine_tune(cfg, keys, model, data, files, echo, progress)
         result = _stages(cfg, keys, attacks, files, clock, data, target, echo, progress)
-        report.write(files, result)
-        files.finish(files.root, keys.report())
+        _report(cfg, files, keys, result, data)
     if base is not None:
         target.model.unload()  # every adapter out: the base model is as it came, for the next cell
     return result
+
+
+def _begin(config: ConfigLike, sections: dict[str, Any]) -> tuple[Config, list[Attack], RunFiles, Clock]:
+    """What `run` and `audit` check first (config, attack names and parameters) and where they write."""
+    cfg = load_config(config, **sections)
+    attacks = resolve(cfg.attacks)
+    check_params(cfg.attack_params)
+    return cfg, attacks, RunFiles(cfg.output_dir), Clock()
+
+
+def _report(cfg: Config, files: RunFiles, keys: cache.Keys, result: RunResult, data: RunData) -> None:
+    """Write the report (record texts in it unless `audit.redact`), then mark the run finished."""
+    texts = None if cfg.audit.redact else {ex.id: ex.text for ex in data.split.targets}
+    report.write(files, result, texts)
+    files.finish(files.root, keys.report())
 
 
 @contextmanager
@@ -229,6 +240,7 @@ class Target:
     model: Any
     log: list[dict[str, Any]]
     privacy: dict[str, Any] | None
+    pretrained: Any = None  # a pre-trained model of its own, when `model` is merged weights (audit --finetuned)
 
 
 def fine_tune(
@@ -332,6 +344,7 @@ def attack_evidence(
         key=keys.targets(),
         role_keys=keys.roles(),
         progress=progress,
+        pretrained=target.pretrained,
     )
 
 
@@ -441,6 +454,7 @@ def measure_utility(
         progress=progress,
         choices=data.task.choices,
         role_keys=keys.roles(),
+        pretrained=target.pretrained,
     )
     return utility.measure(held_out, data.task, cfg.task.max_response_tokens)
 
@@ -528,46 +542,84 @@ def environment() -> dict[str, Any]:
 
 
 def audit(config: ConfigLike = None, *, progress: bool = True, echo: Echo = print, **sections: Any) -> RunResult:
-    """Measure the leak of an adapter someone already trained: `audit.adapter` on `model.name`, scored
-    on the records in `audit.members` against those in `audit.nonmembers`, with the attacks, metrics,
-    cache and report of `run` (the same stages, from evidence on). Checked first: the files, their
-    overlap and sizes, the adapter's type, weights format and fit to the base model."""
-    cfg = load_config(config, **sections)
-    attacks = resolve(cfg.attacks)
-    check_params(cfg.attack_params)
-    files, clock = RunFiles(cfg.output_dir), Clock()
+    """Measure the leak of an adapter someone already trained: `audit.adapter` on `model.name` (or the
+    merged weights `audit.finetuned` against `model.name`), scored on the records in `audit.members`
+    against those in `audit.nonmembers`, with the attacks, metrics, cache and report of `run` (the same
+    stages, from evidence on). Checked first: the files, their overlap and sizes, the adapter's type,
+    weights format and fit to the base model (or the merged model's format and vocabulary)."""
+    cfg, attacks, files, clock = _begin(config, sections)
     with _held(files, echo):
         with clock("data"):
             task_split = _audit_split(cfg)
-        given = find_adapter(cfg.audit.adapter, cfg.model.name, allow_pickle=cfg.model.allow_pickle, echo=echo)
-        keys = cache.Keys(cfg, _digest(task_split[1]), numerics(), adapter=given.sha256)
+        given, identity = _audited(cfg, attacks, echo)
+        keys = cache.Keys(cfg, _digest(task_split[1]), numerics(), adapter=identity)
         files.clear_report_unless(keys.report())
         with clock("load_model"):
             model, tok = load_base(cfg, echo)
-            check_fit(model, given)
-            target = Target(finetune.load_adapter(model, given.path), [], None)
+            target = _adapter_target(model, given) if given else _merged_target(cfg, model, tok, echo)
         data = prepare_data(cfg, task_split, tok, files)
         result = _stages(cfg, keys, attacks, files, clock, data, target, echo, progress)
         result.audit = {
-            "adapter": str(given.path),
-            "adapter_sha256": given.sha256,
-            "adapter_variant": given.variant,
-            "adapter_base_model": given.base_model,
+            "adapter": str(given.path) if given else "",
+            "adapter_sha256": given.sha256 if given else "",
+            "adapter_variant": given.variant if given else "merged",
+            "adapter_base_model": given.base_model if given else cfg.model.name,
+            "finetuned": cfg.audit.finetuned,
+            "finetuned_sha256": "" if given else identity.removeprefix("merged:"),
+            "model_identity": weights_digest(cfg.model.name),  # its weights' sha256 (a hub id: its name)
             **{f"{name}_file": getattr(cfg.audit, name) for name in ("members", "nonmembers", "population")},
         }
-        report.write(files, result)
-        files.finish(files.root, keys.report())
+        _report(cfg, files, keys, result, data)
     return result
+
+
+def _audited(cfg: Config, attacks: list[Attack], echo: Echo) -> tuple[Any, str]:
+    """The given adapter, checked (None for merged weights), and the identity of what is audited: the
+    adapter's sha256, or "merged:" and the merged weights' digest."""
+    a = cfg.audit
+    if a.adapter:
+        given = find_adapter(a.adapter, cfg.model.name, allow_pickle=cfg.model.allow_pickle, echo=echo)
+        return given, given.sha256
+    needs_adapters = [x.name for x in attacks if x.adapters]
+    if needs_adapters:
+        raise AdapterError(
+            f"attacks {', '.join(needs_adapters)} train adapters on the base model beside the target: an audit of "
+            "merged weights (--finetuned) runs the attacks that read the fine-tuned and pre-trained models only; "
+            "drop them, or audit the adapter itself (--adapter)"
+        )
+    check_model(a.finetuned, allow_pickle=cfg.model.allow_pickle)
+    return None, f"merged:{weights_digest(a.finetuned)}"
+
+
+def _adapter_target(model: Any, given: Any) -> Target:
+    check_fit(model, given)
+    return Target(finetune.load_adapter(model, given.path), [], None)
+
+
+def _merged_target(cfg: Config, base: Any, tok: Any, echo: Echo) -> Target:
+    """The merged fine-tuned model, loaded beside the pre-trained one (the same dtype): both must read
+    the same tokens, so their vocabularies must agree."""
+    m = cfg.model
+    merged, merged_tok = load_model(
+        cfg.audit.finetuned, m.dtype, trust_remote_code=m.trust_remote_code, allow_pickle=m.allow_pickle, echo=echo
+    )
+    sizes = [x.get_input_embeddings().weight.shape[0] for x in (merged, base)]
+    if merged_tok.get_vocab() != tok.get_vocab() or sizes[0] != sizes[1]:
+        raise AdapterError(
+            f"the fine-tuned model {cfg.audit.finetuned} (vocabulary {sizes[0]}) and the base model {m.name} "
+            f"(vocabulary {sizes[1]}) do not share a tokenizer: give the base model it was fine-tuned from"
+        )
+    return Target(merged, [], None, pretrained=base)
 
 
 def _audit_split(cfg: Config) -> TaskSplit:
     """The audit's records as a split: members and non-members from their files; a non-member (or
     population record) equal to an earlier record up to whitespace and case is dropped and counted."""
     a = cfg.audit
-    if not (a.adapter and a.members and a.nonmembers):
+    if not (bool(a.adapter) != bool(a.finetuned) and a.members and a.nonmembers):
         raise AdapterError(
-            "an audit needs an adapter and two files: --adapter DIR --members FILE --nonmembers FILE "
-            "(audit.adapter, audit.members, audit.nonmembers in a config)"
+            "an audit needs one adapter (--adapter DIR, or --finetuned MODEL for merged weights) and two files: "
+            "--members FILE --nonmembers FILE (audit.adapter or audit.finetuned, audit.members, audit.nonmembers)"
         )
     parts, seen, dropped = [], set(), 0
     for path in (a.members, a.nonmembers, a.population):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cache import cache_root
+from .cache import cache_root, sha256_file
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Alias:
             target = cache_root() / "gguf" / self.gguf_name
             if not target.is_file():
                 _concatenate(paths, target)
-        digest = _sha256(target)
+        digest = sha256_file(target)
         if digest != self.sha256:
             raise ModelError(
                 f"{target} has SHA-256 {digest}, expected {self.sha256}: the file is damaged "
@@ -118,14 +118,6 @@ def _concatenate(paths: list[Path], target: Path) -> None:
             tmp.unlink()
             raise ModelError(f"the pieces {', '.join(map(str, paths))} do not form a GGUF file (no GGUF magic)")
     os.replace(tmp, target)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_model(name: str, echo=print) -> None:
@@ -261,6 +253,20 @@ def check_model(name: str, *, allow_pickle: bool = False) -> None:
             f"unknown model '{name}': not a bundled alias ({', '.join(ALIASES)}), a .gguf file, "
             "a local directory or a Hugging Face id (owner/name)"
         )
+
+
+def weights_digest(name: str) -> str:
+    """A model's identity for results and cache keys: the SHA-256 of its weights (a .gguf file, or a
+    directory's weight files together); a bundled alias its GGUF's; a hub id its name (it is not local)."""
+    path = Path(name).expanduser()
+    if name in ALIASES:
+        return ALIASES[name].sha256 or f"built:{name}"
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        files = sorted(p for g in ("*.safetensors", "*.gguf", *PICKLE_WEIGHTS) for p in path.glob(g))
+        return hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}\n" for p in files).encode()).hexdigest()
+    return f"hub:{name}"
 
 
 def _check_directory(path: Path, allow_pickle: bool) -> None:

@@ -1,4 +1,5 @@
-"""Write what a run found: results.json, scores.csv, roc.csv, roc.png, and the printed table."""
+"""Write what a run found: results.json, scores.csv, records.csv, roc.csv, roc.png, the printed table
+(report.html: `report_html`), and a grid's grid.csv, grid.md and privacy-utility figure."""
 
 from __future__ import annotations
 
@@ -36,15 +37,15 @@ def roc_frame(labels: np.ndarray, scores: dict[str, np.ndarray]) -> pd.DataFrame
     return pd.concat(rows, ignore_index=True)
 
 
-def plot_roc(roc: pd.DataFrame, results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def roc_figure(roc: pd.DataFrame, results: dict, names: Sequence[str] | None = None):
+    """Log-log ROC curves (the low-FPR end is where membership inference matters) of `names` (all)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, g in roc.groupby("attack", sort=False):
-        ax.plot(g["fpr"].clip(lower=1e-4), g["tpr"].clip(lower=1e-4), label=f"{name} (AUC {results[name]['auc']:.3f})")
+        if names is None or name in names:
+            ax.plot(
+                g["fpr"].clip(lower=1e-4), g["tpr"].clip(lower=1e-4), label=f"{name} (AUC {results[name]['auc']:.3f})"
+            )
     ax.plot([1e-4, 1], [1e-4, 1], "k:", lw=0.8)
     ax.set(
         xscale="log",
@@ -57,8 +58,25 @@ def plot_roc(roc: pd.DataFrame, results: dict, path: Path) -> None:
     )
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot_roc(roc: pd.DataFrame, results: dict, path: Path) -> None:
+    save_png(roc_figure(roc, results), path, dpi=120)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path, dpi: int) -> None:
+    fig.savefig(path, dpi=dpi, format="png")
+    pyplot().close(fig)
 
 
 def min_nonmembers_for(fpr: float) -> int:
@@ -71,7 +89,7 @@ def resolvable(fpr: float, nonmembers: int) -> bool:
     return nonmembers >= min_nonmembers_for(fpr)
 
 
-def _tpr_cell(tpr: float, fpr: float, nonmembers: int | None) -> str:
+def tpr_cell(tpr: float, fpr: float, nonmembers: int | None) -> str:
     if nonmembers is None or resolvable(fpr, nonmembers):
         return f"{tpr:.3f}"
     return f"n/a (needs {min_nonmembers_for(fpr)})"
@@ -84,8 +102,8 @@ def table(attack_metrics: dict[str, dict], nonmembers: int | None = None) -> str
     for name, m in attack_metrics.items():
         ci = m.get("ci", {}).get("auc")
         ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        tpr1 = _tpr_cell(m["tpr@0.01fpr"], 0.01, nonmembers)
-        tpr01 = _tpr_cell(m["tpr@0.001fpr"], 0.001, nonmembers)
+        tpr1 = tpr_cell(m["tpr@0.01fpr"], 0.01, nonmembers)
+        tpr01 = tpr_cell(m["tpr@0.001fpr"], 0.001, nonmembers)
         rows.append((name, m["auc"], ci_s, tpr1, tpr01))
     # the TPR columns widen only for an "n/a (needs N)" cell, so the numbers-only table is unchanged
     w1 = max([10, *(len(r[3]) for r in rows)])
@@ -109,10 +127,14 @@ def _setting(result: RunResult) -> str:
     cfg, s, a = result.config, result.split, result.audit
     sizes = f"{s.members} members vs {s.nonmembers} non-members"
     if a:
-        return (
-            f"{cfg.model.name} + adapter {a['adapter']} ({a['adapter_variant']}, sha256 {a['adapter_sha256'][:12]}): "
-            f"{sizes} from {a['members_file']} / {a['nonmembers_file']} ({s.duplicates_dropped} overlaps dropped)"
+        audited = (
+            f"fine-tuned {a['finetuned']} (merged, sha256 {a['finetuned_sha256'][:12]}) against {cfg.model.name}"
+            if a.get("finetuned")
+            else f"{cfg.model.name} + adapter {a['adapter']} "
+            f"({a['adapter_variant']}, sha256 {a['adapter_sha256'][:12]})"
         )
+        files = f"{a['members_file']} / {a['nonmembers_file']}"
+        return f"{audited}: {sizes} from {files} ({s.duplicates_dropped} overlaps dropped)"
     dp = f"; DP-SGD epsilon {result.privacy['epsilon']:.2f} at delta {cfg.dp.delta:g}" if result.privacy else ""
     loss = result.training.final_loss
     return (
@@ -131,6 +153,7 @@ def verdict(result: RunResult) -> str:
     m = result.attacks
     best = max(m, key=lambda n: m[n]["auc"])
     ci = m[best].get("ci", {})
+    access = ATTACKS[best].access if best in ATTACKS else ("?",)  # an attack a plugin registered, not loaded now
 
     def interval(key: str) -> str:
         return f" [{ci[key][0]:.3f}, {ci[key][1]:.3f}]" if key in ci else ""
@@ -141,7 +164,7 @@ def verdict(result: RunResult) -> str:
         else f"its TPR at 1% false positives needs {min_nonmembers_for(0.01)} non-members"
     )
     text = (
-        f"Verdict: the strongest attack, {best} ({m[best]['family']}; needs {', '.join(ATTACKS[best].access)}), "
+        f"Verdict: the strongest attack, {best} ({m[best]['family']}; needs {', '.join(access)}), "
         f"reaches AUC {m[best]['auc']:.3f}{interval('auc')} and {found}"
     )
     pairs = [(n, n.removesuffix("-pt")) for n in m if n.endswith("-pt") and n.removesuffix("-pt") in m]
@@ -177,8 +200,9 @@ def utility_line(u: dict) -> str:
     )
 
 
-def write(files: RunFiles, result: RunResult) -> None:
-    """results.json, scores.csv, records.csv, roc.csv and roc.png of a run."""
+def write(files: RunFiles, result: RunResult, texts: dict[str, str] | None = None) -> None:
+    """results.json, scores.csv, records.csv (with each record's text from `texts`, id -> text, unless
+    None), roc.csv, roc.png and report.html of a run."""
     files.root.mkdir(parents=True, exist_ok=True)
     labels = (result.scores["split"] == "member").to_numpy(int)
     roc = roc_frame(labels, {name: result.scores[name].to_numpy() for name in result.attacks})
@@ -191,19 +215,33 @@ def write(files: RunFiles, result: RunResult) -> None:
     with atomic(files.roc_png) as tmp:
         plot_roc(roc, result.attacks, tmp)
     with atomic(files.records) as tmp:
-        records_frame(result.scores, list(result.attacks)).to_csv(tmp, index=False)
+        records_frame(result.scores, list(result.attacks), texts).to_csv(tmp, index=False)
+    from .report_html import write_run_page
+
+    write_run_page(files.root)  # last: it reads the files above, as `loraleak report DIR` does
 
 
-def records_frame(scores: pd.DataFrame, attacks: list[str]) -> pd.DataFrame:
+TEXT_CHARS = 300  # of each record's text kept in records.csv (whitespace collapsed)
+
+
+def records_frame(scores: pd.DataFrame, attacks: list[str], texts: dict[str, str] | None = None) -> pd.DataFrame:
     """records.csv: each scored record's id, split, and per attack its score and empirical p-value
-    against the non-members (metrics.empirical_pvalues): a member with a small p-value is exposed."""
+    against the non-members (metrics.empirical_pvalues): a member with a small p-value is exposed.
+    Given `texts` (id -> text), the start of each record's text is the last column."""
     out = scores[["id", "split"]].copy()
     nonmember = (scores["split"] == "nonmember").to_numpy()
     for name in attacks:
         values = scores[name].to_numpy(float)
         out[name] = values
         out[f"{name}_p"] = M.empirical_pvalues(values, values[nonmember])
+    if texts is not None:
+        out["text"] = [shortened(texts[i], TEXT_CHARS) for i in out["id"]]
     return out
+
+
+def shortened(text: str, chars: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= chars else flat[: chars - 1] + "…"
 
 
 def _jsonable(o):
@@ -229,6 +267,7 @@ def grid_row(cell: Cell, result: RunResult, seconds: float, keys: Sequence[str] 
         "cell": cell.name,
         **{k: _plain(v) for k, v in cell.values(keys or cell.settings).items()},
         "epsilon": p["epsilon"] if p else float("inf"),
+        "nonmembers": result.split.nonmembers,
         "best_attack": best,
         "best_auc": attacks[best]["auc"],
         "best_tpr@1%fpr": max(a["tpr@0.01fpr"] for a in attacks.values()),
@@ -267,27 +306,24 @@ def grid_markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         cells = [str(r[c]) for c in lead]
+        n = int(r["nonmembers"])  # a TPR at 1% FPR that the cell's non-members cannot resolve shows n/a
         cells += [
             "-" if np.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}",
             f"{r['best_attack']} ({r['best_auc']:.3f})",
-            f"{r['best_tpr@1%fpr']:.3f}",
+            tpr_cell(r["best_tpr@1%fpr"], 0.01, n),
         ]
         cells += [f"{r['utility']:.3f} / {r['utility_pretrained']:.3f}"] if metric else []
-        cells += [f"{r[f'auc:{a}']:.3f} / {r[f'tpr@1%fpr:{a}']:.3f}" for a in attacks]
+        cells += [f"{r[f'auc:{a}']:.3f} / {tpr_cell(r[f'tpr@1%fpr:{a}'], 0.01, n)}" for a in attacks]
         cells += [f"{r['time_s'] / 60:.1f} min"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
+def privacy_utility_figure(frame: pd.DataFrame):
     """x: the fine-tuned model's utility; y: best-attack AUC (left) and best TPR@1%FPR (right); one
     labelled point per cell. The pre-trained model (no adapter: utility for free, nothing leaked)
     marks where fine-tuning starts from."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
     x = frame["utility"] if metric else np.arange(len(frame))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -315,19 +351,25 @@ def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle("privacy-utility trade-off (up = more leakage, right = more useful)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return fig
 
 
-GRID_FILES = ("grid.csv", "grid.md", "privacy_utility.png")
+def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
+    save_png(privacy_utility_figure(frame), path, dpi=130)
+
+
+GRID_FILES = ("grid.csv", "grid.md", "privacy_utility.png", "report.html")
 
 
 def write_grid(out: Path, frame: pd.DataFrame) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    table, markdown, plot = (out / name for name in GRID_FILES)
+    table, markdown, plot = (out / name for name in GRID_FILES[:3])
     with atomic(table) as tmp:
         frame.to_csv(tmp, index=False)
     with atomic(markdown) as tmp:
         tmp.write_text(grid_markdown(frame))
     with atomic(plot) as tmp:
         plot_privacy_utility(frame, tmp)
+    from .report_html import write_grid_page
+
+    write_grid_page(out)

@@ -61,6 +61,16 @@ class RunResult:
     audit: dict[str, Any] | None = None  # an audit's adapter (path, sha256, variant) and record files
     blind_baseline: dict[str, Any] | None = None  # blind.blind_baseline: can the split alone be told apart?
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], scores: pd.DataFrame) -> RunResult:
+        """A result read back from results.json (what `to_dict` wrote) and scores.csv."""
+        from .config import load_config
+
+        typed = {"split": SplitSummary, "task": TaskSummary, "training": TrainingSummary}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"scores"}
+        values = {k: typed[k](**v) if k in typed else v for k, v in data.items() if k in fields}
+        return cls(**{**values, "config": load_config(data["config"])}, scores=scores)
+
     def to_dict(self) -> dict[str, Any]:
         """What results.json holds: every field but `scores`, the config as a plain mapping."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "scores"}

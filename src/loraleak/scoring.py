@@ -145,7 +145,8 @@ class Evidence:
     """What the attacks read about the target samples, each piece computed once.
 
     A piece is measured on one *role* of the one resident PeftModel ("target": adapter on;
-    "pretrained": adapter disabled; more roles, e.g. a reference adapter, can be added), over one
+    "pretrained": adapter disabled, or a model of its own given as `pretrained` when the target is
+    merged weights; more roles, e.g. a reference adapter, can be added), over one
     text *variant* of the samples, optionally in a model *state* (e.g. perturbed weights). Token
     statistics are the main piece; `measure` takes any other per-sample quantity (e.g. gradient
     norms). Everything is kept in memory and, with `cache_dir`, on disk, so attacks that read the
@@ -170,6 +171,7 @@ class Evidence:
         key: str = "",
         role_keys: dict[str, str] | None = None,
         progress: bool = True,
+        pretrained=None,
     ):
         self.model, self.tokenizer, self.examples = model, tokenizer, list(examples)
         self.encode, self.tokens, self.batch_size = encode, tokens, batch_size
@@ -181,7 +183,9 @@ class Evidence:
         self.passes: list[dict] = []  # what was computed (not loaded), for the report
         keys = role_keys or {}
         self.add_role("target", contextlib.nullcontext, keys.get("target", ""))
-        if hasattr(model, "disable_adapter"):  # a PeftModel: the pre-trained model is it, adapter off
+        if pretrained is not None:  # a model of its own (an audit of merged weights): a second resident model
+            self.add_role("pretrained", lambda: contextlib.nullcontext(pretrained), keys.get("pretrained", ""))
+        elif hasattr(model, "disable_adapter"):  # a PeftModel: the pre-trained model is it, adapter off
             self.add_role("pretrained", lambda: model.disable_adapter(), keys.get("pretrained", ""))
 
     def add_role(self, name: str, context: Callable, key: str = "") -> None:
@@ -194,6 +198,13 @@ class Evidence:
                 if stale != where and stale.name.rsplit("-", 1)[0] == name:
                     shutil.rmtree(stale)
             self._dirs[name] = where
+
+    @contextlib.contextmanager
+    def entered(self, role: str):
+        """The model as `role` sees it: the resident model inside the role's context (adapter on, off,
+        another adapter), or the model the role's context gives (a separately loaded pre-trained one)."""
+        with self.roles[role]() as own:
+            yield self.model if own is None else own
 
     def file(self, role: str, name: str) -> Path | None:
         """Where a piece of `role` called `name` is cached (None: no disk cache)."""
@@ -246,8 +257,8 @@ class Evidence:
             return self._memo[memo]
         enc, starts = self.encoded(variant, **params)
         t0 = time.perf_counter()
-        with self.roles[role](), state.apply(self.model) if state is not None else contextlib.nullcontext():
-            value = compute(self.model, enc, starts)
+        with self.entered(role) as model, state.apply(model) if state is not None else contextlib.nullcontext():
+            value = compute(model, enc, starts)
         self.passes.append(
             {
                 "pass": memo,

@@ -92,8 +92,8 @@ def _greedy(ev: Evidence, role: str, enc, max_new_tokens: int) -> list[str]:
         if [r["id"] for r in rows] == ids:
             return [r["generation"] for r in rows]
     prompts = [seq[:s] for seq, s in zip(enc.input_ids, enc.response_start, strict=True)]
-    with ev.roles[role]():
-        texts = continuations(ev.model, ev.tokenizer, prompts, max_new_tokens, ev.batch_size)
+    with ev.entered(role) as model:
+        texts = continuations(model, ev.tokenizer, prompts, max_new_tokens, ev.batch_size)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic(path) as tmp:

