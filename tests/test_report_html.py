@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from browser import chromium, png_size, render
@@ -154,3 +155,11 @@ def test_a_report_renders_in_chromium_offline(reports, name, tmp_path):
     figures = re.findall(r"<figure.*?</figure>", dom, re.S)
     assert len(figures) == (1 if name == "grid" else 2)
     assert all(re.search(r"<svg[^>]*>.*<path", f, re.S) for f in figures)
+
+
+def test_score_histograms_survive_constant_and_missing_scores():
+    from loraleak.report_html import _histograms, _svg
+
+    scores = pd.DataFrame({"split": ["member"] * 5 + ["nonmember"] * 5, "flat": [1.0] * 10, "none": [np.nan] * 10})
+    svg = _svg(_histograms(scores, ["flat", "none"], {"flat": {"auc": 0.5}, "none": {"auc": 0.5}}), "t")
+    assert svg.startswith("<svg") and "flat (AUC 0.500)" in svg

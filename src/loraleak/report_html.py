@@ -192,8 +192,8 @@ def _histograms(scores: pd.DataFrame, names: list[str], metrics: dict[str, dict]
     for ax, name in zip(axes[:, 0], names, strict=True):
         values = scores[name].to_numpy(float)
         finite = np.isfinite(values)
-        low, high = np.quantile(values[finite], [0.01, 0.99])  # outliers would squash the rest
-        bins = np.linspace(low, high, 31)
+        low, high = np.quantile(values[finite], [0.01, 0.99]) if finite.any() else (0.0, 1.0)
+        bins = np.linspace(low, max(high, low + 1e-9), 31)  # the middle 98%: outliers would squash the rest
         for mask, label, color in ((member, "members", "C3"), (~member, "non-members", "C0")):
             ax.hist(values[mask & finite].clip(bins[0], bins[-1]), bins=bins, alpha=0.55, color=color, label=label)
         ax.set_yticks([])
