@@ -250,12 +250,12 @@ class Keys:
         """The target adapter: model, data, split, recipe and DP; or the given adapter and the model."""
         c = self.cfg
         if self.adapter:
-            return fingerprint("given", c.model, self.adapter, self.numerics)
-        return fingerprint("target", c.model, c.task, c.split, c.lora, c.train, c.dp, self.data, self.numerics)
+            return fingerprint("given", self.model(), self.adapter, self.numerics)
+        return fingerprint("target", self.model(), c.task, c.split, c.lora, c.train, c.dp, self.data, self.numerics)
 
     def pretrained(self) -> str:
         """The pre-trained model: the model alone."""
-        return fingerprint("pretrained", self.cfg.model, self.numerics)
+        return fingerprint("pretrained", self.model(), self.numerics)
 
     def extra_adapter(self, spec: Any) -> str:
         """An attacker's adapter (reference, shadow, ...): the target's recipe without DP, its own name,
@@ -264,9 +264,15 @@ class Keys:
         c = self.cfg
         reads = (self.target(), c.scoring) if spec.reads_target else None
         return fingerprint(
-            "extra", spec.name, spec.seed_offset, spec.inputs, c.model, c.task, c.split, c.lora, c.train,
+            "extra", spec.name, spec.seed_offset, spec.inputs, self.model(), c.task, c.split, c.lora, c.train,
             self.data, self.numerics, reads,
         )  # fmt: skip
+
+    def model(self) -> dict[str, Any]:
+        """The model section without where it runs: the device it resolved to is in `numerics` (so
+        `device: auto` and `device: cpu` on a CPU machine share their cache)."""
+        placement = ("device", "device_map")
+        return {k: v for k, v in dataclasses.asdict(self.cfg.model).items() if k not in placement}
 
     def roles(self) -> dict[str, str]:
         """The keys of the two roles every run has: the fine-tuned model and the pre-trained one."""

@@ -77,7 +77,7 @@ def _checked_cells(args, overrides: list[str]) -> list:
     from .attacks import check_params, resolve
     from .cache import check_output
     from .config import load_grid
-    from .models import check_model
+    from .models import check_device, check_model
 
     overrides = [*args.set, *overrides]
     if args.output:
@@ -93,6 +93,8 @@ def _checked_cells(args, overrides: list[str]) -> list:
     models |= {(c.config.audit.finetuned, c.config.model.allow_pickle) for c in cells if c.config.audit.finetuned}
     for name, allow_pickle in models:
         check_model(name, allow_pickle=allow_pickle)
+    for device in {c.config.model.device for c in cells}:
+        check_device(device)
     return cells
 
 

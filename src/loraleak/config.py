@@ -48,7 +48,13 @@ class ModelConfig:
         "bundled alias (`loraleak models`), local directory, .gguf file or Hugging Face id (owner/name, needs network)",
     )
     dtype: str = option(
-        "bfloat16", "weights' dtype for training and scoring", choices=("float32", "bfloat16", "float16")
+        "bfloat16",
+        "weights' dtype for training and scoring; auto: bf16 where the device computes in it, else fp32",
+        choices=("float32", "bfloat16", "float16", "auto"),
+    )
+    device: str = option("auto", "where the model runs: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
+    device_map: str = option(
+        "", "accelerate's placement for a model larger than one device (e.g. auto: several GPUs, CPU offload)"
     )
     trust_remote_code: bool = option(False, "run a hub model's own Python code (off unless you trust it)")
     allow_pickle: bool = option(False, "accept pickle (.bin/.pt) checkpoints (off: safetensors or GGUF only)")

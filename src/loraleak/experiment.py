@@ -30,7 +30,7 @@ from .adapter import AdapterError, check_fit, find_adapter
 from .attacks import Attack, ExtraAdapter, check_params, params_for, resolve
 from .blind import blind_baseline
 from .cache import RunFiles, read_cached
-from .config import MIN_SCORED, Cell, Config, ConfigLike, load_config
+from .config import MIN_SCORED, Cell, Config, ConfigLike, ModelConfig, load_config
 from .data import (
     SPLITS,
     Encoded,
@@ -47,7 +47,7 @@ from .data import (
     write_manifest,
 )
 from .metrics import evaluate
-from .models import check_model, load_model, weights_digest
+from .models import check_model, load_model, resolve_device, weights_digest
 from .results import RunResult, SplitSummary, TaskSummary, TrainingSummary
 from .scoring import Evidence, EvidenceError
 
@@ -74,7 +74,7 @@ def run(
     with _held(files, echo):
         with clock("data"):
             task_split = _split(cfg)
-        keys = cache.Keys(cfg, _digest(task_split[1]), numerics())
+        keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model))
         files.clear_report_unless(keys.report())  # before anything in the directory changes
         with clock("load_model"):  # load_model checks the model's path and weights format before it loads
             model, tok = base or load_base(cfg, echo)
@@ -151,7 +151,15 @@ def _stages(
 def load_base(cfg: Config, echo: Echo = print) -> tuple[Any, Any]:
     """The pre-trained (model, tokenizer) a config names."""
     m = cfg.model
-    return load_model(m.name, m.dtype, echo=echo, trust_remote_code=m.trust_remote_code, allow_pickle=m.allow_pickle)
+    return load_model(
+        m.name,
+        m.dtype,
+        device=m.device,
+        device_map=m.device_map,
+        trust_remote_code=m.trust_remote_code,
+        allow_pickle=m.allow_pickle,
+        echo=echo,
+    )
 
 
 def evaluate_all(labels: np.ndarray, scores: dict[str, np.ndarray], cfg: Config) -> dict[str, dict[str, Any]]:
@@ -491,7 +499,7 @@ def collect(
         utility=task_utility,
         family_time_s=family_time,
         forward_passes=evidence.passes,
-        environment=environment(),
+        environment=environment(target.model),
         timings_s=timings,
         scores=report.scores_frame([ex.id for ex in split.targets], split.labels, scores),
     )
@@ -518,16 +526,26 @@ def _finite(log: list[dict[str, Any]], i: int) -> float | None:
     return losses[0] if losses else None
 
 
-def numerics() -> dict[str, Any]:
-    """What changes floating-point results beyond the config: torch's version, the device and the
-    thread count (CPU kernels split their reductions by thread), so it is in every cache key."""
-    return {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads()}
+def numerics(model: ModelConfig | None = None) -> dict[str, Any]:
+    """What changes floating-point results beyond the config: torch's version, the device the model
+    runs on (and which GPU, and the device map), and the thread count (CPU kernels split their
+    reductions by thread), so it is in every cache key. None: the CPU."""
+    device = resolve_device(model.device) if model else "cpu"
+    out: dict[str, Any] = {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name(device)
+    if model and model.device_map:
+        out["device_map"] = model.device_map
+    return out
 
 
-def environment() -> dict[str, Any]:
+def environment(model: Any = None) -> dict[str, Any]:
+    """Versions, and what ran where: the device and dtype of `model`'s weights (every device a device
+    map spread it over)."""
     import peft
     import transformers
 
+    placed = {str(p.device) for p in model.parameters()} if model is not None else set()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -535,6 +553,8 @@ def environment() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "torch_threads": torch.get_num_threads(),
+        **({"devices": sorted(placed), "dtype": str(next(model.parameters()).dtype)} if placed else {}),
+        **({"gpu": torch.cuda.get_device_name(0)} if torch.cuda.is_available() else {}),
     }
 
 
@@ -552,7 +572,7 @@ def audit(config: ConfigLike = None, *, progress: bool = True, echo: Echo = prin
         with clock("data"):
             task_split = _audit_split(cfg)
         given, identity = _audited(cfg, attacks, echo)
-        keys = cache.Keys(cfg, _digest(task_split[1]), numerics(), adapter=identity)
+        keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model), adapter=identity)
         files.clear_report_unless(keys.report())
         with clock("load_model"):
             model, tok = load_base(cfg, echo)
@@ -601,7 +621,13 @@ def _merged_target(cfg: Config, base: Any, tok: Any, echo: Echo) -> Target:
     the same tokens, so their vocabularies must agree."""
     m = cfg.model
     merged, merged_tok = load_model(
-        cfg.audit.finetuned, m.dtype, trust_remote_code=m.trust_remote_code, allow_pickle=m.allow_pickle, echo=echo
+        cfg.audit.finetuned,
+        m.dtype,
+        device=m.device,
+        device_map=m.device_map,
+        trust_remote_code=m.trust_remote_code,
+        allow_pickle=m.allow_pickle,
+        echo=echo,
     )
     sizes = [x.get_input_embeddings().weight.shape[0] for x in (merged, base)]
     if merged_tok.get_vocab() != tok.get_vocab() or sizes[0] != sizes[1]:
@@ -718,7 +744,7 @@ def _grid_cells(cells: list[Cell], progress: bool, echo: Echo) -> pd.DataFrame:
     rows, keys = [], list(dict.fromkeys(k for cell in cells for k in cell.settings))  # what the grid varies
     for i, cell in enumerate(cells, 1):
         m = cell.config.model
-        key = (m.name, m.dtype, m.trust_remote_code, m.allow_pickle)
+        key = (m.name, m.dtype, m.device, m.device_map, m.trust_remote_code, m.allow_pickle)
         if key not in loaded:
             loaded.clear()  # one resident model at a time
             loaded[key] = load_base(cell.config, echo)

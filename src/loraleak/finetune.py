@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, DPConfig, LoraConfig, TrainConfig
 from .data import Encoded, right_pad
 from .errors import UserError
+from .models import input_device
 
 
 class TrainingError(UserError, FloatingPointError):
@@ -94,10 +95,10 @@ def active_adapter(peft_model: PeftModel, name: str):
         peft_model.set_adapter("default")
 
 
-def collate(encoded: Encoded, idx, pad_id: int, loss_on: str = "response"):
-    """Right-padded batch; labels are -100 on padding and, with loss_on='response', on the prompt."""
+def collate(encoded: Encoded, idx, pad_id: int, loss_on: str = "response", device=None):
+    """Right-padded batch on `device`; labels are -100 on padding and, with loss_on='response', on the prompt."""
     seqs = [encoded.input_ids[i] for i in idx]
-    ids, mask = right_pad(seqs, pad_id)
+    ids, mask = right_pad(seqs, pad_id, device)
     labels = torch.full_like(ids, -100)
     for row, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
         start = encoded.response_start[i] if loss_on == "response" else 1
@@ -137,9 +138,8 @@ def train_lora(
     for epoch in range(train.epochs):
         order = order_rng.permutation(len(encoded))
         for b in range(steps_per_epoch):
-            ids, mask, labels = collate(
-                encoded, order[b * train.batch_size : (b + 1) * train.batch_size], pad_id, train.loss_on
-            )
+            batch = order[b * train.batch_size : (b + 1) * train.batch_size]
+            ids, mask, labels = collate(encoded, batch, pad_id, train.loss_on, input_device(peft_model))
             loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
             _descend(opt, loss, step, train.lr)
             log.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
@@ -191,7 +191,7 @@ def train_lora_dp(
         for step in tqdm(range(steps), desc=desc, disable=not progress, unit="step"):
             idx = np.flatnonzero(rng.random(n) < q)  # Poisson sampling: what the accountant assumes
             accountant.step(noise_multiplier=sigma, sample_rate=q)
-            loss = _dp_step(gsm, opt, encoded, idx, pad_id, train, step)
+            loss = _dp_step(gsm, opt, encoded, idx, pad_id, train, step, input_device(peft_model))
             epoch = step * train.batch_size // n
             log.append({"step": step, "epoch": epoch, "batch": len(idx), "loss": loss, "lr": sched.get_last_lr()[0]})
             sched.step()
@@ -210,11 +210,13 @@ def train_lora_dp(
     }
 
 
-def _dp_step(gsm, opt, encoded: Encoded, idx: np.ndarray, pad_id: int, train: TrainConfig, step: int) -> float:
+def _dp_step(
+    gsm, opt, encoded: Encoded, idx: np.ndarray, pad_id: int, train: TrainConfig, step: int, device: Any
+) -> float:
     """One DP-SGD step on the samples `idx` (DPOptimizer: clip per sample, add noise, then AdamW); its loss."""
     if not len(idx):
         return float("nan")  # an empty batch releases nothing; accounting it anyway only overstates epsilon
-    ids, mask, labels = collate(encoded, idx, pad_id, train.loss_on)
+    ids, mask, labels = collate(encoded, idx, pad_id, train.loss_on, device)
     loss = response_nll(gsm(input_ids=ids, attention_mask=mask).logits, labels).mean()
     with warnings.catch_warnings():
         # Opacus' hook on the first adapted layer, whose input (the frozen embeddings) needs no gradient:
@@ -250,7 +252,7 @@ def _dp_optimizer(peft_model: PeftModel, train: TrainConfig, dp: DPConfig, sigma
         noise_multiplier=sigma,
         max_grad_norm=dp.max_grad_norm,
         expected_batch_size=train.batch_size,
-        generator=torch.Generator().manual_seed(train.seed),
+        generator=torch.Generator(params[0].device).manual_seed(train.seed),  # noise is drawn where the grads are
     )
     return gsm, opt, params
 

@@ -1,17 +1,18 @@
 """Continuations from the resident model: sampled (SPV-MIA, SaMIA) or greedy (task utility)."""
 
 
-def left_pad(seqs: list[list[int]], pad_id: int):
-    """Generation continues every row at the same position, so prompts are padded on the left."""
+def left_pad(seqs: list[list[int]], pad_id: int, device=None):
+    """Generation continues every row at the same position, so prompts are padded on the left (the
+    batch on `device`)."""
     import torch  # here, not at import: validating a config must not wait for torch
 
     T = max(map(len, seqs))
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long, device="cpu")
+    mask = torch.zeros((len(seqs), T), dtype=torch.long, device="cpu")
     for row, seq in enumerate(seqs):
-        ids[row, T - len(seq) :] = torch.tensor(seq)
+        ids[row, T - len(seq) :] = torch.tensor(seq, device="cpu")
         mask[row, T - len(seq) :] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def continuations(
@@ -29,13 +30,15 @@ def continuations(
     Prompts are batched longest first, so a batch wastes little on padding; output keeps prompt order."""
     import torch
 
-    pad = tokenizer.pad_token_id
+    from .models import input_device
+
+    pad, device = tokenizer.pad_token_id, input_device(model)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i])) if not sample else range(len(prompts))
     order, out = list(order), [""] * len(prompts)
     with torch.inference_mode():
         for b in range(0, len(prompts), batch_size):
             idx = order[b : b + batch_size]
-            ids, mask = left_pad([prompts[i] for i in idx], pad)
+            ids, mask = left_pad([prompts[i] for i in idx], pad, device)
             kw = (
                 dict(do_sample=True, top_k=top_k, top_p=1.0, temperature=temperature)
                 if sample

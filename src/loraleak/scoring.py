@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .cache import atomic, fingerprint, read_cached
 from .data import Encoded, right_pad
 from .errors import UserError
+from .models import input_device
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -100,16 +101,17 @@ def token_stats(
         raise ValueError("every sample needs at least one scored token after the first position")
     order = sorted(range(n), key=lambda i: -len(encoded.input_ids[i]))  # similar lengths share a batch
     out: list = [None] * n
+    device = input_device(model)
     with torch.inference_mode():
         for b in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
             idx = order[b : b + batch_size]
             seqs = [encoded.input_ids[i] for i in idx]
-            ids, mask = right_pad(seqs, pad_id)
+            ids, mask = right_pad(seqs, pad_id, device)
             logits = model(input_ids=ids, attention_mask=mask).logits
             for row, i in enumerate(idx):
                 L, s = len(seqs[row]), starts[i]
                 # logits at position t-1 predict token t; padding (t >= L) is never read
-                out[i] = [v.numpy() for v in position_stats(logits[row, s - 1 : L - 1], ids[row, s:L])]
+                out[i] = [v.cpu().numpy() for v in position_stats(logits[row, s - 1 : L - 1], ids[row, s:L])]
             del logits
     offsets = np.r_[0, np.cumsum([len(o[0]) for o in out])]
     cat = [np.concatenate([o[k] for o in out]).astype(np.float32) for k in range(3)]

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..data import right_pad
+from ..models import input_device
 from .registry import Attack, register, scalar_attack
 
 
@@ -50,7 +51,7 @@ def input_gradient_norms(model, enc, starts, batch_size: int = 8, pad_id: int = 
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             seqs = [enc.input_ids[i] for i in idx]
-            ids, mask = right_pad(seqs, pad_id)
+            ids, mask = right_pad(seqs, pad_id, input_device(model))
             x = embed(ids).detach().requires_grad_(True)
             logits = model(inputs_embeds=x, attention_mask=mask).logits
             total = sum(_sample_nll(logits[r], ids[r], starts[i], len(seqs[r])) for r, i in enumerate(idx))
@@ -69,7 +70,7 @@ def lora_gradient_norms(model, enc, starts) -> np.ndarray:
     out = np.zeros(len(enc))
     with _grads_only_for(model, params):
         for i, seq in enumerate(enc.input_ids):
-            ids = torch.tensor([seq])
+            ids = torch.tensor([seq], device=input_device(model))
             for p in params:
                 p.grad = None
             _sample_nll(model(input_ids=ids).logits[0], ids[0], starts[i], len(seq)).backward()

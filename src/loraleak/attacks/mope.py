@@ -45,11 +45,12 @@ class Perturbation:
 
         params = perturbed_parameters(model)
         saved = [p.detach().clone() for p in params]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.index)
+        gen = torch.Generator("cpu").manual_seed(self.seed * 1_000_003 + self.index)
         try:
             with torch.no_grad():
                 for p in params:
-                    p.add_((torch.randn(p.shape, generator=gen) * self.sigma).to(p.dtype))
+                    # noise drawn on the CPU from one seeded generator: the same on every device
+                    p.add_((torch.randn(p.shape, generator=gen, device="cpu") * self.sigma).to(p.device, p.dtype))
             yield
         finally:
             with torch.no_grad():

@@ -13,6 +13,7 @@ never touched. The same neighbours serve the fine-tuned and the pre-trained mode
 import numpy as np
 
 from ..data import right_pad
+from ..models import input_device
 from ..scoring import register_variant
 from .registry import scalar_attack
 
@@ -26,10 +27,10 @@ def top_k_candidates(model, enc, starts, k: int, batch_size: int = 16, pad_id: i
         for b in range(0, len(enc), batch_size):
             idx = list(range(b, min(b + batch_size, len(enc))))
             seqs = [enc.input_ids[i] for i in idx]
-            ids, mask = right_pad(seqs, pad_id)
+            ids, mask = right_pad(seqs, pad_id, input_device(model))
             logits = model(input_ids=ids, attention_mask=mask).logits
             for r, i in enumerate(idx):
-                out[i] = logits[r, starts[i] - 1 : len(seqs[r]) - 1].float().topk(k, dim=-1).indices.numpy()
+                out[i] = logits[r, starts[i] - 1 : len(seqs[r]) - 1].float().topk(k, dim=-1).indices.cpu().numpy()
     return np.concatenate(out)
 
 

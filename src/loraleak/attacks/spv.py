@@ -38,8 +38,10 @@ class EmbeddingNoise:
         import torch
 
         embed = model.get_input_embeddings()
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.index)
-        noise = torch.randn(embed.weight.shape, generator=gen) * (self.scale * embed.weight.float().std())
+        gen = torch.Generator("cpu").manual_seed(self.seed * 1_000_003 + self.index)
+        # drawn on the CPU from one seeded generator (the same noise on every device), then moved
+        noise = torch.randn(embed.weight.shape, generator=gen, device="cpu").to(embed.weight.device)
+        noise = noise * (self.scale * embed.weight.float().std())
         handle = embed.register_forward_hook(
             lambda module, inputs, output: output + (self.sign * noise[inputs[0]]).to(output.dtype)
         )

@@ -8,6 +8,7 @@ between them is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 PROMPT_TAIL = 8  # a prompt over its cap keeps its head and its last tokens (the cue before the response)
 
@@ -42,15 +43,17 @@ def encode_examples(examples, tokenizer, max_prompt_tokens: int, max_response_to
     return Encoded(ids, starts, truncated)
 
 
-def right_pad(seqs: list[list[int]], pad_id: int):
-    """(input_ids, attention_mask) for a batch, padded on the right. Causal attention never lets a real
-    token see the padding after it, so positions and results match the unpadded sequence."""
+def right_pad(seqs: list[list[int]], pad_id: int, device: Any = None):
+    """(input_ids, attention_mask) for a batch, padded on the right, on `device` (None: the CPU; give
+    `models.input_device(model)`). Causal attention never lets a real token see the padding after it,
+    so positions and results match the unpadded sequence."""
     import torch  # here, not at import: validating a config must not wait for torch
 
     T = max(map(len, seqs))
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    # built on the CPU (one copy to the device after, not one per row)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long, device="cpu")
+    mask = torch.zeros((len(seqs), T), dtype=torch.long, device="cpu")
     for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq)
+        ids[row, : len(seq)] = torch.tensor(seq, device="cpu")
         mask[row, : len(seq)] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
