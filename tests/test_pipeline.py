@@ -212,3 +212,19 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(experiment, "run", broken)
     with pytest.raises(KeyError, match="internal"):
         main(["run", "--no-progress"])
+
+
+def test_a_finished_run_is_read_back_without_loading_a_model(tmp_path, monkeypatch):
+    from loraleak import experiment
+
+    cfg = tiny_config(tmp_path, eval={"bootstrap": 20, "utility": False}, attacks=["loss", "loss-pt"])
+    first = run(cfg, progress=False, echo=lambda _: None)
+    monkeypatch.setattr(experiment, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+    said: list[str] = []
+    again = run(cfg, progress=False, echo=said.append)
+    assert said == [f"[loraleak] {tmp_path / 'run'} is finished under this config: nothing recomputed"]
+    assert {a: m["auc"] for a, m in again.attacks.items()} == {a: m["auc"] for a, m in first.attacks.items()}
+    pd.testing.assert_frame_equal(again.scores, first.scores, check_dtype=False)
+    (tmp_path / "run" / "roc.csv").unlink()  # a report file missing: not finished, so it runs (and loads)
+    with pytest.raises(pytest.fail.Exception, match="loaded a model"):
+        run(cfg, progress=False, echo=lambda _: None)

@@ -287,5 +287,7 @@ class Keys:
         return fingerprint("held-out", self.cfg.task, self.cfg.split, self.cfg.scoring.batch_size, self.data)
 
     def report(self) -> str:
-        """A run's report: the whole config (eval and attacks included) over the data and numerics."""
-        return fingerprint("report", self.cfg, self.data, self.numerics, self.adapter)
+        """A run's report: the whole config (eval and attacks included) over the data and numerics; not
+        how a grid ran it (`execution`: the threads it gave a cell are in the numerics)."""
+        config = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "execution"}
+        return fingerprint("report", config, self.data, self.numerics, self.adapter)

@@ -25,7 +25,10 @@ def main(argv=None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loraleak", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _config_options(sub.add_parser("run", help="fine-tune, score, attack and report, as a config says"))
+    p_run = sub.add_parser("run", help="fine-tune, score, attack and report, as a config says")
+    p_run.add_argument("--backend", choices=("local", "ray"), help="how a grid's cells run (execution.backend)")
+    p_run.add_argument("--address", help="a Ray cluster to join (execution.address); default: Ray starts here")
+    _config_options(p_run)
     p_audit = sub.add_parser("audit", help="measure the leak of an adapter someone already trained")
     for flag, key, text in AUDIT_OPTIONS:
         p_audit.add_argument(flag, help=f"{text} (config: {key})")
@@ -99,9 +102,13 @@ def _checked_cells(args, overrides: list[str]) -> list:
 
 
 def cmd_run(args) -> int:
+    import json
+
     from .cache import locked
 
-    cells = _checked_cells(args, [])
+    given = [f"execution.backend={args.backend}"] * bool(args.backend)
+    given += [f"execution.address={json.dumps(args.address)}"] * bool(args.address)
+    cells = _checked_cells(args, given)
     out = Path(cells[0].config.output_dir)
     out = out.parent.parent if len(cells) > 1 else out  # a grid's cells are OUT/cells/NAME
     with locked(out) as killed:  # taken before torch loads: a second run into `out` is refused at once

@@ -175,6 +175,17 @@ class AuditConfig:
     redact: bool = option(False, "leave record texts out of records.csv and report.html (runs and audits alike)")
 
 
+@dataclass
+class ExecutionConfig:
+    """How a grid's cells run: one after another on one resident model (local), or each as a Ray task
+    holding its resources, on this machine or a cluster (ray; docs/devices.md)."""
+
+    backend: str = option("local", "local | ray", choices=("local", "ray"))
+    address: str = option("", "a Ray cluster to join (HOST:6379 or ray://HOST:10001); empty: start Ray here")
+    gpus_per_cell: float = option(1.0, "GPUs a cell's task holds, where the cluster has GPUs (else none)", ge=0)
+    cpus_per_cell: float = option(1.0, "CPUs a cell's task holds; its torch uses as many threads", gt=0)
+
+
 def section(cls: type) -> Any:
     return field(default_factory=cls, metadata={"help": " ".join((cls.__doc__ or "").split())})
 
@@ -192,6 +203,7 @@ class Config:
     scoring: ScoringConfig = section(ScoringConfig)
     eval: EvalConfig = section(EvalConfig)
     audit: AuditConfig = section(AuditConfig)
+    execution: ExecutionConfig = section(ExecutionConfig)
     attacks: list[str] = option(["one-pass"], "attack names and presets (`loraleak attacks`)", nonempty=True)
     attack_params: dict[str, dict[str, Any]] = option(
         {}, "per-attack hyperparameters over their defaults, e.g. {mope: {n: 10}}; NAME also sets NAME-pt"

@@ -75,6 +75,10 @@ def run(
         with clock("data"):
             task_split = _split(cfg)
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model))
+        done = finished(files, keys)
+        if done is not None:  # this very config, data and numerics, already reported: nothing to redo
+            echo(f"[loraleak] {files.root} is finished under this config: nothing recomputed")
+            return done
         files.clear_report_unless(keys.report())  # before anything in the directory changes
         with clock("load_model"):  # load_model checks the model's path and weights format before it loads
             model, tok = base or load_base(cfg, echo)
@@ -86,6 +90,24 @@ def run(
     if base is not None:
         target.model.unload()  # every adapter out: the base model is as it came, for the next cell
     return result
+
+
+def finished(files: RunFiles, keys: cache.Keys) -> RunResult | None:
+    """The result `files` holds for exactly `keys` (config, data, numerics), read back; None when it
+    holds none, another key's, or one written by another loraleak version."""
+    if files.finished_under(files.root) != keys.report() or not all(p.is_file() for p in files.report):
+        return None
+    try:
+        data = read_cached(files.results, _read_json)
+        result = RunResult.from_dict(data, read_cached(files.scores, pd.read_csv))
+    except (TypeError, KeyError, cache.CorruptCache):
+        return None
+    return result if result.loraleak_version == __version__ else None
+
+
+def finished_cell(cfg: Config) -> RunResult | None:
+    """A grid cell's result when its directory is finished under its config (no model is loaded)."""
+    return finished(RunFiles(cfg.output_dir), cache.Keys(cfg, _digest(_split(cfg)[1]), numerics(cfg.model)))
 
 
 def _begin(config: ConfigLike, sections: dict[str, Any]) -> tuple[Config, list[Attack], RunFiles, Clock]:
@@ -709,14 +731,34 @@ def _normalised(text: str) -> str:
 def run_grid(cells: list[Cell], *, progress: bool = True, echo: Echo = print) -> pd.DataFrame:
     """Every cell of a grid, one after another, on one resident base model per (model, dtype): each
     cell fine-tunes its own adapter on it and removes it when done. Cells already finished are
-    reused (each is resumable like a single run). Writes OUT/grid.csv, grid.md, privacy_utility.png."""
+    reused (each is resumable like a single run). Writes OUT/grid.csv, grid.md, privacy_utility.png,
+    report.html. With `execution.backend: ray` each cell is a Ray task instead (`execution`)."""
     root = RunFiles(cells[0].config.output_dir).root.parent.parent
     with cache.locked(root), cache.disk_errors(root):
         for name in report.GRID_FILES:
             (root / name).unlink(missing_ok=True)  # an older grid's table must not outlive its cells
         _check_cells(cells)
+        if cells[0].config.execution.backend == "ray":
+            return _ray_grid(cells, root, echo)
         frame = _grid_cells(cells, progress, echo)
         report.write_grid(root, frame)
+    return frame
+
+
+def _ray_grid(cells: list[Cell], root: Path, echo: Echo) -> pd.DataFrame:
+    """The cells as Ray tasks; the table of those that finished, and one error naming those that failed."""
+    from .execution import GridError, ray_rows
+
+    rows, failed = ray_rows(cells, list(dict.fromkeys(k for cell in cells for k in cell.settings)), echo)
+    frame = pd.DataFrame(rows)
+    if rows:
+        report.write_grid(root, frame)
+    if failed:
+        raise GridError(
+            f"{len(failed)} of {len(cells)} cells failed ("
+            + "; ".join(f"{name}: {why}" for name, why in failed.items())
+            + f"); the {len(rows)} finished are in {root}/grid.csv. Fix the cause and re-run: only these run again"
+        )
     return frame
 
 
@@ -743,6 +785,11 @@ def _grid_cells(cells: list[Cell], progress: bool, echo: Echo) -> pd.DataFrame:
     loaded: dict[tuple, tuple] = {}
     rows, keys = [], list(dict.fromkeys(k for cell in cells for k in cell.settings))  # what the grid varies
     for i, cell in enumerate(cells, 1):
+        done = finished_cell(cell.config)
+        if done is not None:  # nothing to recompute: no model to load for it
+            echo(f"[loraleak] cell {i}/{len(cells)}: {cell.name} (finished)")
+            rows.append(report.grid_row(cell, done, sum(done.timings_s.values()), keys))
+            continue
         m = cell.config.model
         key = (m.name, m.dtype, m.device, m.device_map, m.trust_remote_code, m.allow_pickle)
         if key not in loaded:
