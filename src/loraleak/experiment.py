@@ -69,7 +69,8 @@ def run(
 
     Everything a user gave is checked before any model loads: config, attack names and parameters,
     the output directory (writable, and held by this run alone: a lock), the data and split sizes,
-    then the model's path and weights format (`load_model`)."""
+    then the model's path and weights format (`load_model`). A directory already finished under this
+    config, data and numerics is read back (`finished`): no model loads."""
     cfg, attacks, files, clock = _begin(config, sections)
     with _held(files, echo):
         with clock("data"):
@@ -170,11 +171,12 @@ def _stages(
     return result
 
 
-def load_base(cfg: Config, echo: Echo = print) -> tuple[Any, Any]:
-    """The pre-trained (model, tokenizer) a config names."""
+def load_base(cfg: Config, echo: Echo = print, name: str = "") -> tuple[Any, Any]:
+    """The pre-trained (model, tokenizer) a config names; or the model `name`, loaded as the config's
+    model section says (dtype, device, trust and pickle settings)."""
     m = cfg.model
     return load_model(
-        m.name,
+        name or m.name,
         m.dtype,
         device=m.device,
         device_map=m.device_map,
@@ -642,15 +644,7 @@ def _merged_target(cfg: Config, base: Any, tok: Any, echo: Echo) -> Target:
     """The merged fine-tuned model, loaded beside the pre-trained one (the same dtype): both must read
     the same tokens, so their vocabularies must agree."""
     m = cfg.model
-    merged, merged_tok = load_model(
-        cfg.audit.finetuned,
-        m.dtype,
-        device=m.device,
-        device_map=m.device_map,
-        trust_remote_code=m.trust_remote_code,
-        allow_pickle=m.allow_pickle,
-        echo=echo,
-    )
+    merged, merged_tok = load_base(cfg, echo, name=cfg.audit.finetuned)
     sizes = [x.get_input_embeddings().weight.shape[0] for x in (merged, base)]
     if merged_tok.get_vocab() != tok.get_vocab() or sizes[0] != sizes[1]:
         raise AdapterError(
