@@ -27,7 +27,10 @@ from loraleak.generation import continuations
 from loraleak.models import ModelError, load_model, resolve_device, resolve_dtype
 from loraleak.scoring import scored_starts, token_stats
 
-no_gpu = pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is here")
+no_gpu = pytest.mark.skipif(
+    torch.cuda.is_available() or torch.backends.mps.is_available(),
+    reason="checks what auto resolves to on a CPU-only machine; here a GPU is visible, so auto picks it",
+)
 
 
 @no_gpu

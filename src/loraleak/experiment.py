@@ -59,13 +59,14 @@ def run(
     *,
     progress: bool = True,
     echo: Echo = print,
-    base: tuple[Any, Any] | None = None,
+    base: tuple[Any, Any] | Callable[[], tuple[Any, Any]] | None = None,
     **sections: Any,
 ) -> RunResult:
     """One experiment from a Config, a raw mapping, a YAML path or None (the embedded default), with
     `sections` merged over it (e.g. train={"epochs": 1}, attacks=["loss"]). `base`: an already
-    loaded (model, tokenizer) to fine-tune, left as it came (adapters removed) when the run ends: a
-    grid reuses one resident base model for every cell.
+    loaded (model, tokenizer) to fine-tune, or a function that gives it when the run needs it (not
+    when the directory is finished), left as it came (adapters removed) when the run ends: a grid
+    reuses one resident base model for every cell.
 
     Everything a user gave is checked before any model loads: config, attack names and parameters,
     the output directory (writable, and held by this run alone: a lock), the data and split sizes,
@@ -82,7 +83,7 @@ def run(
             return done
         files.clear_report_unless(keys.report())  # before anything in the directory changes
         with clock("load_model"):  # load_model checks the model's path and weights format before it loads
-            model, tok = base or load_base(cfg, echo)
+            model, tok = (base() if callable(base) else base) if base is not None else load_base(cfg, echo)
         data = prepare_data(cfg, task_split, tok, files)
         with clock("finetune"):
             target = fine_tune(cfg, keys, model, data, files, echo, progress)
@@ -779,18 +780,20 @@ def _grid_cells(cells: list[Cell], progress: bool, echo: Echo) -> pd.DataFrame:
     loaded: dict[tuple, tuple] = {}
     rows, keys = [], list(dict.fromkeys(k for cell in cells for k in cell.settings))  # what the grid varies
     for i, cell in enumerate(cells, 1):
-        done = finished_cell(cell.config)
-        if done is not None:  # nothing to recompute: no model to load for it
-            echo(f"[loraleak] cell {i}/{len(cells)}: {cell.name} (finished)")
-            rows.append(report.grid_row(cell, done, sum(done.timings_s.values()), keys))
-            continue
         m = cell.config.model
+        used: list[bool] = []  # whether the run asked for the model (a finished cell does not)
         key = (m.name, m.dtype, m.device, m.device_map, m.trust_remote_code, m.allow_pickle)
-        if key not in loaded:
-            loaded.clear()  # one resident model at a time
-            loaded[key] = load_base(cell.config, echo)
+
+        def resident(key=key, cell=cell, used=used) -> tuple[Any, Any]:
+            used.append(True)
+            if key not in loaded:
+                loaded.clear()  # one resident model at a time
+                loaded[key] = load_base(cell.config, echo)
+            return loaded[key]
+
         echo(f"[loraleak] cell {i}/{len(cells)}: {cell.name}")
         t0 = time.perf_counter()
-        res = run(cell.config, progress=progress, echo=echo, base=loaded[key])
-        rows.append(report.grid_row(cell, res, time.perf_counter() - t0, keys))
+        res = run(cell.config, progress=progress, echo=echo, base=resident)
+        seconds = time.perf_counter() - t0 if used else sum(res.timings_s.values())  # finished: its own time
+        rows.append(report.grid_row(cell, res, seconds, keys))
     return pd.DataFrame(rows)
