@@ -100,7 +100,8 @@ def test_every_batch_goes_to_the_device_the_model_is_on(placed):
         seen.extend(t.device.type for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor))
         raise Forwarded
 
-    peft.get_base_model().register_forward_pre_hook(check, with_kwargs=True)
+    # on the decoder: every pass goes through it (statistics call it directly, then the head in chunks)
+    peft.get_base_model().model.register_forward_pre_hook(check, with_kwargs=True)
     peft.generate = lambda **kwargs: check(peft, (), kwargs)  # generate() itself cannot run on meta
     pad, train = tok.pad_token_id, TrainConfig(epochs=1, batch_size=3)
     prompts = [seq[:s] for seq, s in zip(enc.input_ids, enc.response_start, strict=True)]

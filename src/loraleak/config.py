@@ -119,6 +119,10 @@ class TrainConfig:
     epochs: int = option(5, "passes over the members", gt=0)
     lr: float = option(1e-3, "peak learning rate", gt=0)
     batch_size: int = option(8, "examples per step", gt=0)
+    max_batch_tokens: int = option(
+        0, "padded tokens per forward pass: a step over more is split into passes whose gradients add up "
+        "to the same update (accumulation); 0 = one pass per step", ge=0
+    )  # fmt: skip
     weight_decay: float = option(0.0, "defense: AdamW's decoupled weight decay on the adapter", ge=0)
     loss_on: str = option("response", "tokens the loss covers", choices=("response", "full"))
     seed: int = option(0, "seed of the adapter's initialisation, data order and dropout")
@@ -141,6 +145,9 @@ class ScoringConfig:
     """The forward passes that all logit attacks read."""
 
     batch_size: int = option(16, "samples per forward pass", gt=0)
+    max_batch_tokens: int = option(
+        0, "padded tokens per forward pass, as well (large on a GPU, small on a CPU); 0 = batch_size alone", ge=0
+    )
     tokens: str = option(
         "response",
         "which tokens of a sample the statistics cover (full: all after the first)",

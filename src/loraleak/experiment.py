@@ -372,6 +372,7 @@ def attack_evidence(
         data.encode,
         tokens=cfg.scoring.tokens,
         batch_size=cfg.scoring.batch_size,
+        max_batch_tokens=cfg.scoring.max_batch_tokens,
         population=data.split.population,
         cache_dir=files.stats if files else None,
         key=keys.targets(),
@@ -455,6 +456,7 @@ def score(
         encode,
         tokens=cfg.scoring.tokens,
         batch_size=cfg.scoring.batch_size,
+        max_batch_tokens=cfg.scoring.max_batch_tokens,
         population=pool,
         progress=progress,
     )

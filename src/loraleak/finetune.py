@@ -19,7 +19,7 @@ from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
 from .config import ConfigError, DPConfig, LoraConfig, TrainConfig
-from .data import Encoded, right_pad
+from .data import Encoded, right_pad, token_batches
 from .errors import UserError
 from .models import input_device
 
@@ -106,14 +106,40 @@ def collate(encoded: Encoded, idx, pad_id: int, loss_on: str = "response", devic
     return ids, mask, labels
 
 
-def _descend(opt, loss: torch.Tensor, step: int, lr: float) -> None:
+def _finite(loss: torch.Tensor, step: int, lr: float) -> torch.Tensor:
     if not torch.isfinite(loss):
         raise TrainingError(
             f"training loss became {loss.item()} at step {step}; lower train.lr (now {lr}) or use model.dtype: float32"
         )
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    return loss
+
+
+def micro_batches(encoded: Encoded, batch, max_tokens: int) -> list[list[int]]:
+    """A step's examples as forward passes of at most `max_tokens` padded tokens (0: one pass)."""
+    if not max_tokens:
+        return [list(batch)]
+    lengths = [len(encoded.input_ids[i]) for i in batch]
+    return [[int(batch[j]) for j in part] for part in token_batches(lengths, len(batch), max_tokens)]
+
+
+def _accumulate(peft_model, encoded: Encoded, passes: list[list[int]], pad_id: int, train: TrainConfig, step: int):
+    """Gradients of the step's token-mean loss, one backward per pass: each pass's summed loss over
+    the step's labelled-token count, so the passes add up to the one-pass gradient. Its loss."""
+    device = input_device(peft_model)
+    if len(passes) == 1:
+        ids, mask, labels = collate(encoded, passes[0], pad_id, train.loss_on, device)
+        loss = _finite(peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss, step, train.lr)
+        loss.backward()
+        return loss.item()
+    first = encoded.response_start if train.loss_on == "response" else [1] * len(encoded)
+    labelled = sum(len(encoded.input_ids[i]) - first[i] for part in passes for i in part)
+    total = 0.0
+    for part in passes:
+        ids, mask, labels = collate(encoded, part, pad_id, train.loss_on, device)
+        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=labelled).loss
+        _finite(loss, step, train.lr).backward()
+        total += loss.item()
+    return total
 
 
 def train_lora(
@@ -139,14 +165,15 @@ def train_lora(
         order = order_rng.permutation(len(encoded))
         for b in range(steps_per_epoch):
             batch = order[b * train.batch_size : (b + 1) * train.batch_size]
-            ids, mask, labels = collate(encoded, batch, pad_id, train.loss_on, input_device(peft_model))
-            loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            _descend(opt, loss, step, train.lr)
-            log.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+            opt.zero_grad(set_to_none=True)
+            loss = _accumulate(peft_model, encoded, micro_batches(encoded, batch, train.max_batch_tokens), pad_id,
+                               train, step)  # fmt: skip
+            opt.step()
+            log.append({"step": step, "epoch": epoch, "loss": loss, "lr": sched.get_last_lr()[0]})
             sched.step()
             step += 1
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     peft_model.eval()
     return log
@@ -213,17 +240,26 @@ def train_lora_dp(
 def _dp_step(
     gsm, opt, encoded: Encoded, idx: np.ndarray, pad_id: int, train: TrainConfig, step: int, device: Any
 ) -> float:
-    """One DP-SGD step on the samples `idx` (DPOptimizer: clip per sample, add noise, then AdamW); its loss."""
+    """One DP-SGD step on the samples `idx` (DPOptimizer: clip per sample, add noise, then AdamW); its
+    loss. Over train.max_batch_tokens the samples go in several passes: Opacus' skipped steps add up
+    their clipped per-sample gradients, and the last pass adds the noise once and steps."""
     if not len(idx):
         return float("nan")  # an empty batch releases nothing; accounting it anyway only overstates epsilon
-    ids, mask, labels = collate(encoded, idx, pad_id, train.loss_on, device)
-    loss = response_nll(gsm(input_ids=ids, attention_mask=mask).logits, labels).mean()
-    with warnings.catch_warnings():
-        # Opacus' hook on the first adapted layer, whose input (the frozen embeddings) needs no gradient:
-        # torch warns, but per-sample gradients come from the layer's activations and output gradients
-        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
-        _descend(opt, loss, step, train.lr)
-    return loss.item()
+    passes = micro_batches(encoded, idx, train.max_batch_tokens)
+    total = 0.0
+    for k, part in enumerate(passes):
+        opt.zero_grad(set_to_none=True)  # per-sample gradients of the last pass; their clipped sum stays
+        ids, mask, labels = collate(encoded, part, pad_id, train.loss_on, device)
+        loss = _finite(response_nll(gsm(input_ids=ids, attention_mask=mask).logits, labels).mean(), step, train.lr)
+        with warnings.catch_warnings():
+            # Opacus' hook on the first adapted layer, whose input (the frozen embeddings) needs no gradient:
+            # torch warns, but per-sample gradients come from the layer's activations and output gradients
+            warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
+            loss.backward()
+        opt.signal_skip_step(do_skip=k < len(passes) - 1)
+        opt.step()
+        total += loss.item() * len(part)
+    return total / len(idx)
 
 
 def noise_multiplier(dp: DPConfig, sample_rate: float, steps: int) -> float:

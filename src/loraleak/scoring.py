@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .cache import atomic, fingerprint, read_cached
-from .data import Encoded, right_pad
+from .data import Encoded, right_pad, token_batches
 from .errors import UserError
 from .models import input_device
 from .registry import Registry
@@ -84,6 +84,66 @@ def position_stats(logits: torch.Tensor, targets: torch.Tensor):
     return logp.gather(-1, targets[:, None])[:, 0], mean, var
 
 
+# fp32 logits held at once (positions x vocabulary; 64 MiB): a [batch, length, vocab] tensor in
+# fp32 would be gigabytes for Gemma's 262k-token vocabulary
+CHUNK_ELEMENTS = 1 << 24
+
+# Causal LMs whose forward is exactly lm_head(decoder(...).last_hidden_state), then Gemma's final
+# soft-capping where its config sets one: for these the head runs on chunks of positions, so not
+# even the model's own dtype holds [batch, length, vocab]. Any other model gives its full logits,
+# which are then read in chunks.
+HEAD_SPLIT = {
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Head:
+    decoder: Any
+    head: Any
+    softcap: float | None
+    vocab: int
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        logits = self.head(hidden)
+        return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
+
+
+def _split_head(model) -> _Head | None:
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if type(lm).__name__ not in HEAD_SPLIT:
+        return None
+    config = lm.config
+    return _Head(getattr(lm, lm.base_model_prefix), lm.get_output_embeddings(),
+                 getattr(config, "final_logit_softcapping", None), config.vocab_size)  # fmt: skip
+
+
+def _next_logits(model, head: _Head | None, ids: torch.Tensor, mask: torch.Tensor):
+    """One forward pass over a batch: its logits as a function of (row, positions), from the head
+    over the decoder's hidden states or from the model's full logits; and the vocabulary size."""
+    if head is not None:
+        hidden = head.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return (lambda row, at: head(hidden[row, at])), head.vocab
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return (lambda row, at: logits[row, at]), logits.shape[-1]
+
+
+def _chunked_stats(logits_of: Callable[[slice], torch.Tensor], lo: int, hi: int, targets: torch.Tensor, vocab: int):
+    """position_stats of the logits at positions lo..hi-1 (`logits_of(positions)`), a chunk of
+    positions at a time; the three statistics as numpy arrays."""
+    import torch
+
+    chunk = max(1, CHUNK_ELEMENTS // vocab)
+    parts = [
+        position_stats(logits_of(slice(a, min(a + chunk, hi))), targets[a - lo : a - lo + chunk])
+        for a in range(lo, hi, chunk)
+    ]
+    return [torch.cat([p[k] for p in parts]).cpu().numpy() for k in range(3)]
+
+
 def token_stats(
     model,
     encoded: Encoded,
@@ -92,27 +152,26 @@ def token_stats(
     pad_id: int = 0,
     progress: bool = True,
     desc: str = "score",
+    max_tokens: int = 0,
 ) -> TokenStats:
-    """Batched forward passes (longest first, right padding) -> TokenStats in the original sample order."""
+    """Batched forward passes (longest first, right padding; at most `batch_size` samples and, if
+    `max_tokens`, that many padded tokens each) -> TokenStats in the original sample order."""
     import torch
 
-    n = len(encoded)
     if any(not 1 <= s < len(seq) for s, seq in zip(starts, encoded.input_ids, strict=True)):
         raise ValueError("every sample needs at least one scored token after the first position")
-    order = sorted(range(n), key=lambda i: -len(encoded.input_ids[i]))  # similar lengths share a batch
-    out: list = [None] * n
-    device = input_device(model)
+    out: list = [None] * len(encoded)
+    device, head = input_device(model), _split_head(model)
+    batches = token_batches([len(seq) for seq in encoded.input_ids], batch_size, max_tokens)
     with torch.inference_mode():
-        for b in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
-            idx = order[b : b + batch_size]
+        for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             seqs = [encoded.input_ids[i] for i in idx]
             ids, mask = right_pad(seqs, pad_id, device)
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            logits_of, vocab = _next_logits(model, head, ids, mask)
             for row, i in enumerate(idx):
                 L, s = len(seqs[row]), starts[i]
-                # logits at position t-1 predict token t; padding (t >= L) is never read
-                out[i] = [v.cpu().numpy() for v in position_stats(logits[row, s - 1 : L - 1], ids[row, s:L])]
-            del logits
+                # position t-1 predicts token t; padding (t >= L) is never read
+                out[i] = _chunked_stats(functools.partial(logits_of, row), s - 1, L - 1, ids[row, s:L], vocab)
     offsets = np.r_[0, np.cumsum([len(o[0]) for o in out])]
     cat = [np.concatenate([o[k] for o in out]).astype(np.float32) for k in range(3)]
     token_ids = np.concatenate([seq[s:] for seq, s in zip(encoded.input_ids, starts, strict=True)]).astype(np.int64)
@@ -168,6 +227,7 @@ class Evidence:
         *,
         tokens: str = "response",
         batch_size: int = 16,
+        max_batch_tokens: int = 0,
         population=(),
         cache_dir: Path | None = None,
         key: str = "",
@@ -177,6 +237,7 @@ class Evidence:
     ):
         self.model, self.tokenizer, self.examples = model, tokenizer, list(examples)
         self.encode, self.tokens, self.batch_size = encode, tokens, batch_size
+        self.max_batch_tokens = max_batch_tokens  # padded tokens per pass (0: batch_size alone)
         self.population, self.cache_dir, self.key, self.progress = list(population), cache_dir, key, progress
         self.roles: dict[str, Callable] = {}
         self._dirs: dict[str, Path] = {}
@@ -230,6 +291,7 @@ class Evidence:
                 self.tokenizer.pad_token_id,
                 self.progress,
                 desc=f"score {role} {_key(variant, params)}",
+                max_tokens=self.max_batch_tokens,
             )
 
         return self._get("stats", role, variant, params, state, compute, TokenStats.load, TokenStats.save)

@@ -12,20 +12,21 @@ never touched. The same neighbours serve the fine-tuned and the pre-trained mode
 
 import numpy as np
 
-from ..data import right_pad
+from ..data import right_pad, token_batches
 from ..models import input_device
 from ..scoring import register_variant
 from .registry import scalar_attack
 
 
-def top_k_candidates(model, enc, starts, k: int, batch_size: int = 16, pad_id: int = 0) -> np.ndarray:
+def top_k_candidates(
+    model, enc, starts, k: int, batch_size: int = 16, pad_id: int = 0, max_tokens: int = 0
+) -> np.ndarray:
     """[scored positions of all samples, k] token ids: the model's k likeliest next tokens."""
     import torch
 
     out: list[np.ndarray] = [np.empty((0, k), np.int64)] * len(enc)
     with torch.inference_mode():
-        for b in range(0, len(enc), batch_size):
-            idx = list(range(b, min(b + batch_size, len(enc))))
+        for idx in token_batches([len(seq) for seq in enc.input_ids], batch_size, max_tokens):
             seqs = [enc.input_ids[i] for i in idx]
             ids, mask = right_pad(seqs, pad_id, input_device(model))
             logits = model(input_ids=ids, attention_mask=mask).logits
@@ -39,7 +40,7 @@ def neighbour(ev, index, rate, k, seed):
     enc, starts = ev.encoded()
     cands = ev.measure(
         f"top{k}",
-        lambda m, e, s: top_k_candidates(m, e, s, k, ev.batch_size, ev.tokenizer.pad_token_id),
+        lambda m, e, s: top_k_candidates(m, e, s, k, ev.batch_size, ev.tokenizer.pad_token_id, ev.max_batch_tokens),
         role="pretrained",
     )
     ids, offset = [], 0

@@ -7,6 +7,7 @@ between them is exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,3 +58,19 @@ def right_pad(seqs: list[list[int]], pad_id: int, device: Any = None):
         ids[row, : len(seq)] = torch.tensor(seq, device="cpu")
         mask[row, : len(seq)] = 1
     return ids.to(device), mask.to(device)
+
+
+def token_batches(lengths: Sequence[int], max_samples: int, max_tokens: int = 0) -> list[list[int]]:
+    """Indices grouped into forward passes, longest first (similar lengths share a pass): at most
+    `max_samples` each and, with `max_tokens` > 0, at most that many padded tokens (samples x the
+    longest). A sample longer than the budget is a pass of its own: a sequence is never cut."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else []
+        fits = 0 < len(last) < max_samples and (not max_tokens or (len(last) + 1) * lengths[last[0]] <= max_tokens)
+        if fits:
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
