@@ -3,6 +3,7 @@ backend, a failing cell reported while the other finishes, and a re-run that run
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -31,11 +32,9 @@ def _grid(tmp_path, name, backend, **sections):
     cfg = tiny_config(
         tmp_path,
         task={"name": f"jsonl:{data}"},
-        attacks=["loss", "loss-pt", "min-k"],
-        eval={"bootstrap": 20, "utility": False},
         output_dir=str(tmp_path / name),
         execution={"backend": backend, "cpus_per_cell": 2},  # 2 threads per cell, as the local run has here
-        **sections,
+        **{"attacks": ["loss", "loss-pt", "min-k"], "eval": {"bootstrap": 20, "utility": False}, **sections},
     )
     return cfg
 
@@ -76,3 +75,30 @@ def test_a_failing_cell_is_reported_the_other_finishes_and_a_rerun_runs_only_wha
         run_grid(cells, echo=said.append)  # the same grid again: the good cell is not run again
     assert "1 of 2 cells already finished; 1 to run with Ray" in said[0]
     assert (tmp_path / "grid" / "cells" / "good" / "results.json").stat().st_mtime_ns == finished
+
+
+def test_shadows_trained_as_ray_tasks_equal_shadows_trained_locally(tmp_path, local_ray, monkeypatch):
+    """k=2 shadows for LiRA: with the Ray backend each is a Ray task on its own base model (the driver
+    trains none: its add_lora fails here), and their adapter files are byte for byte the local ones."""
+    from loraleak import finetune
+    from loraleak.experiment import run
+
+    attacks = {"attacks": ["lira-offline"], "attack_params": {"lira-offline": {"k": 2}}}
+    local = run(_grid(tmp_path, "local", "local", **attacks), progress=False, echo=lambda _: None)
+    monkeypatch.setattr(finetune, "add_lora", lambda *a, **k: pytest.fail("the driver trained a shadow itself"))
+    said: list[str] = []
+    remote = run(_grid(tmp_path, "ray", "ray", **attacks), progress=False, echo=said.append)
+    assert "[loraleak] training 2 adapters as Ray tasks: shadow-0-of-2-seed0, shadow-1-of-2-seed0" in said
+    assert sum("trained with Ray" in line for line in said) == 2
+    for name in ("shadow-0-of-2-seed0", "shadow-1-of-2-seed0"):
+        a, b = (tmp_path / run_dir / "adapters" / name for run_dir in ("local", "ray"))
+        assert (a / "adapter_model.safetensors").read_bytes() == (b / "adapter_model.safetensors").read_bytes()
+        configs = [json.loads((where / "adapter_config.json").read_text()) for where in (a, b)]
+        for c in configs:  # PEFT writes its set of module names in the process's hash order
+            c["target_modules"] = sorted(c["target_modules"])
+        assert configs[0] == configs[1]
+    np.testing.assert_array_equal(remote.scores["lira-offline"].to_numpy(), local.scores["lira-offline"].to_numpy())
+    said.clear()
+    again = _grid(tmp_path, "ray", "ray", **attacks, eval={"bootstrap": 21, "utility": False})
+    run(again, progress=False, echo=said.append)
+    assert not any("Ray tasks" in line for line in said)  # finished shadows are reused, not trained again

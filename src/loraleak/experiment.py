@@ -151,6 +151,8 @@ def _stages(
     this run fine-tuned it or an audit was given it."""
     evidence = attack_evidence(cfg, keys, target, data, files, progress)
     with clock("attacks"):
+        if cfg.execution.backend == "ray":
+            adapters_over_ray(cfg, keys, attacks, data, files, echo)
         scores, attack_time = run_attacks(
             attacks,
             evidence,
@@ -339,6 +341,46 @@ def extra_adapter(
     return key
 
 
+def adapters_over_ray(
+    cfg: Config, keys: cache.Keys, attacks: list[Attack], data: RunData, files: RunFiles, echo: Echo
+) -> None:
+    """The attacks' further adapters that are not finished and whose data is not the target's (the
+    shadows), trained at once as Ray tasks and written to adapters/NAME as `extra_adapter` would:
+    k shadows on k GPUs take about the time of one. The attacks then load them."""
+    from .execution import adapter_files
+
+    todo = {
+        spec.name: spec
+        for spec in adapter_specs(attacks, cfg.attack_params)
+        if not spec.reads_target and files.finished_under(files.adapter(spec.name)) != keys.extra_adapter(spec)
+    }
+    if not todo:
+        return
+    echo(f"[loraleak] training {len(todo)} adapters as Ray tasks: {', '.join(todo)}")
+    jobs = {
+        name: (data.encode(spec.examples(data.split, None)),
+               dataclasses.replace(cfg.train, seed=cfg.train.seed + spec.seed_offset), data.tokenizer.pad_token_id)
+        for name, spec in todo.items()
+    }  # fmt: skip
+    for done, (name, adapter) in enumerate(adapter_files(cfg, jobs, keys.numerics["threads"]), 1):
+        where = files.adapter(name)
+        with _saving(where):
+            where.mkdir(parents=True)
+            for file, content in adapter.items():
+                (where / file).write_bytes(content)
+        files.finish(where, keys.extra_adapter(todo[name]))
+        echo(f"[loraleak] adapters: {done} of {len(todo)} trained with Ray ({name})")
+
+
+def adapter_specs(attacks: list[Attack], attack_params: dict[str, dict[str, Any]]) -> list[ExtraAdapter]:
+    """The further adapters the attacks train, in attack order, under their parameters."""
+    specs: list[ExtraAdapter] = []
+    for a in attacks:
+        if a.adapters:
+            specs += a.adapters(**{**a.defaults, **params_for(a, attack_params)})
+    return specs
+
+
 @contextmanager
 def _saving(adapter: Path) -> Iterator[None]:
     """Write an adapter folder afresh; a failed write (a full disk) removes it whole, never half of it."""
@@ -395,7 +437,7 @@ def run_attacks(
     for a in attacks:
         t0 = time.perf_counter()
         params = params_for(a, attack_params)
-        for spec in a.adapters(**{**a.defaults, **params}) if a.adapters else []:
+        for spec in adapter_specs([a], attack_params):
             if spec.name in evidence.roles:
                 continue
             if extra is None:
