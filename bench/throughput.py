@@ -1,14 +1,16 @@
 """The one-pass logit suite's scoring, three ways over the same samples, as ratios measured in one run.
 
-    .venv/bin/python bench/throughput.py [--model smollm2-135m] [--n 32] [--device auto]
+    .venv/bin/python bench/throughput.py [--model smollm2-135m] [--n 32] [--device auto] [--budget 1024]
 
 1. loraleak: `loraleak.score` with preset `one-pass` on a PeftModel. That is one batched,
    length-sorted, padding-aware pass per role (fine-tuned, and pre-trained with the adapter off),
    per-sample statistics, and then every attack reads them.
 2. per-sample: what common MIA code does. One sample at a time, one forward per role, and a
    full-vocabulary log-softmax at every position in fp32, from which the same statistics come.
-3. floor: the same batched forward passes with nothing computed from the logits, the least any
-   scorer must spend.
+3. floor: the same batched forward passes with nothing computed from the logits, the least a
+   scorer that calls the model's forward must spend. loraleak can go below it: for Llama-like
+   models it runs the head only on the scored positions (the response), a chunk at a time.
+4. loraleak with `scoring.max_batch_tokens: --budget`: passes sized by padded tokens, not samples.
 
 Prints the times' ratios and checks that the per-sample statistics equal loraleak's (max |dNLL|).
 """
@@ -60,6 +62,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--budget", type=int, default=1024, help="scoring.max_batch_tokens of the fourth way")
     args = ap.parse_args()
     cfg = Config()
     examples, _ = dedup(load_task("docstring").examples)
@@ -75,6 +78,12 @@ def main() -> None:
             peft, tok, split.targets, population=split.population, attacks=["one-pass"]
         )
     )
+    _, t_budget = timed(
+        lambda: loraleak.score(
+            peft, tok, split.targets, population=split.population, attacks=["one-pass"],
+            scoring={"max_batch_tokens": args.budget},
+        )
+    )  # fmt: skip
     baseline, t_per_sample = timed(lambda: [per_sample(peft, enc, starts), _pretrained(peft, per_sample, enc, starts)])
     _, t_floor = timed(lambda: [floor(peft, enc, pad), _pretrained(peft, floor, enc, pad)])
     reference = token_stats(peft, enc, starts, 16, pad, False).nll()
@@ -84,6 +93,7 @@ def main() -> None:
     print(f"loraleak / floor time:      {t_ours / t_floor:.2f}x")
     print(f"per-sample / loraleak time: {t_per_sample / t_ours:.2f}x")
     print(f"per-sample / floor time:    {t_per_sample / t_floor:.2f}x")
+    print(f"loraleak / loraleak with max_batch_tokens {args.budget} time: {t_ours / t_budget:.2f}x")
     print(f"max |dNLL| per-sample vs batched: {np.abs(baseline[0] - reference).max():.2e}")
 
 
