@@ -407,7 +407,15 @@ def test_mope_restores_the_weights_exactly(setup):
 def test_every_registered_attack_is_checked_here():
     scalar = {a.name for a in ATTACKS.values() if a.scalar}
     assert scalar == set(BASE_ATTACKS)
-    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {
+    token_level = {n for n in scalar if ATTACKS[n].per_token is not None}
+    assert token_level == {"min-k", "min-k++"}  # their -pt-token variants: tests/test_attacks_beyond.py
+    assert set(ATTACKS) == scalar | {f"{n}-pt" for n in scalar} | {f"{n}-pt-token" for n in token_level} | {
+        "ez-mia",
+        "ez-mia-ref",
+        "learned",
+        "learned-lira",
+        "wbc",
+        "wbc-ref",
         "gradnorm-theta",
         "reference",
         "spv-mia",
@@ -460,7 +468,9 @@ def test_dc_pdd_local_corpus_changes_the_frequencies(setup, tmp_path):
 
 def test_presets():
     one_pass = {"loss", "zlib", "min-k", "min-k++", "dc-pdd"}
-    assert {a.name for a in resolve(["one-pass"])} == one_pass | {f"{n}-pt" for n in one_pass}
+    assert {a.name for a in resolve(["one-pass"])} == one_pass | {f"{n}-pt" for n in one_pass} | {
+        "min-k-pt-token", "min-k++-pt-token", "ez-mia", "wbc"
+    }  # fmt: skip
     fast = {a.name for a in resolve(["fast"])}
     assert fast > {a.name for a in resolve(["one-pass"])} and not fast & {"reference", "spv-mia", "lira-online"}
     suite = resolve(["loraleak-15"])

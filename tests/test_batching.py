@@ -41,7 +41,7 @@ def test_a_token_budget_changes_the_passes_not_the_statistics(tiny):
     budget = 2 * max(map(len, enc.input_ids))
     budgeted = token_stats(model, enc, starts, 9, tok.pad_token_id, False, max_tokens=budget)
     assert len(passes) > 1 and max(passes) <= budget
-    for field in ("logprob", "mean", "var"):
+    for field in ("logprob", "mean", "var", "top1"):
         np.testing.assert_allclose(getattr(budgeted, field), getattr(whole, field), atol=2e-5, rtol=1e-5)
 
 
@@ -64,7 +64,7 @@ def test_statistics_in_chunks_of_positions_equal_the_per_sample_recomputation(ti
     else:
         assert max(seen) == 4 * longest  # the model's own full logits, read 3 positions at a time
     for i, (seq, s) in enumerate(zip(enc.input_ids, starts, strict=True)):
-        lp, mean, var = plain_stats(model, seq, s)
+        lp, mean, var, _ = plain_stats(model, seq, s)
         sl = slice(stats.offsets[i], stats.offsets[i + 1])
         np.testing.assert_allclose(stats.logprob[sl], lp, atol=2e-5)
         np.testing.assert_allclose(stats.mean[sl], mean, atol=2e-5)
@@ -90,9 +90,9 @@ def test_gemma_soft_capped_head_in_chunks_equals_its_full_logits(tiny, monkeypat
     split = token_stats(gemma, enc, starts, batch_size=4, pad_id=0, progress=False)
     monkeypatch.setattr(scoring, "HEAD_SPLIT", set())
     full = token_stats(gemma, enc, starts, batch_size=4, pad_id=0, progress=False)
-    for field in ("logprob", "mean", "var"):
+    for field in ("logprob", "mean", "var", "top1"):
         np.testing.assert_allclose(getattr(split, field), getattr(full, field), atol=2e-5, rtol=1e-5)
-    lp, _, _ = plain_stats(gemma, enc.input_ids[0], starts[0])  # soft-capped logits really are bounded
+    lp, *_ = plain_stats(gemma, enc.input_ids[0], starts[0])  # soft-capped logits really are bounded
     assert np.abs(lp).max() < 2 * 5.0 + np.log(len(tok))
 
 

@@ -51,7 +51,7 @@ def test_overfit_tiny_llama_is_detected_and_everything_is_written(tmp_path):
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"]["members"] == 16 and saved["config"]["model"]["dtype"] == "float32"
-    assert len(saved["attacks"]) == 28 and "ci" in saved["attacks"]["loss"]
+    assert len(saved["attacks"]) == 36 and "ci" in saved["attacks"]["loss"]
     assert len(list((out / "adapters").glob("shadow-*-of-4-seed0/adapter_model.safetensors"))) == 4
     assert (out / "adapters" / "reference" / "adapter_model.safetensors").is_file()
     scores = pd.read_csv(out / "scores.csv")

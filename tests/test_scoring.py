@@ -26,7 +26,12 @@ def plain_stats(model, seq, start):
     p = np.exp(rows)
     mean = (p * rows).sum(-1)
     var = (p * (rows - mean[:, None]) ** 2).sum(-1)
-    return lp, mean, var
+    return lp, mean, var, rows.max(-1)
+
+
+def logits_rows(model, seq, start):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([seq])).logits[0, start - 1 : len(seq) - 1].double().numpy()
 
 
 @pytest.mark.parametrize("tokens", ["response", "full"])
@@ -37,9 +42,11 @@ def test_batched_statistics_equal_per_sample_recomputation(tiny, tokens):
     stats = token_stats(model, enc, starts, batch_size=3, pad_id=tok.pad_token_id, progress=False)
     assert len(stats) == len(enc)
     for i, (seq, s) in enumerate(zip(enc.input_ids, starts, strict=True)):
-        lp, mean, var = plain_stats(model, seq, s)
+        lp, mean, var, top1 = plain_stats(model, seq, s)
         sl = slice(stats.offsets[i], stats.offsets[i + 1])
         np.testing.assert_allclose(stats.logprob[sl], lp, atol=2e-5)
+        np.testing.assert_allclose(stats.top1[sl], top1, atol=2e-5)
+        np.testing.assert_array_equal(stats.top1_hit()[sl], np.argmax(logits_rows(model, seq, s), -1) == seq[s:])
         np.testing.assert_allclose(stats.mean[sl], mean, atol=2e-5)
         np.testing.assert_allclose(stats.var[sl], var, atol=2e-4, rtol=1e-4)
         assert stats.nll()[i] == pytest.approx(-lp.mean(), abs=2e-5)
@@ -70,3 +77,24 @@ def test_stats_round_trip(tmp_path, tiny):
     back = type(stats).load(tmp_path / "s.npz")
     for k in type(stats).FIELDS:
         np.testing.assert_array_equal(getattr(stats, k), getattr(back, k))
+
+
+def test_statistics_cached_by_an_older_version_are_computed_again(tmp_path, tiny):
+    """A stats file without a field this version stores (top1 came with EZ-MIA) is no error: it is
+    recomputed, and the rest of the cache stays."""
+    model, tok = tiny
+    examples = toy_examples(4)
+
+    def evidence():
+        encode = lambda exs: encode_examples(exs, tok, 64, 32)  # noqa: E731
+        return Evidence(model, tok, examples, encode, cache_dir=tmp_path, key="k", progress=False)
+
+    first = evidence().stats()
+    (path,) = tmp_path.glob("target-*/original.npz")
+    with np.load(path) as z:
+        np.savez(path, **{k: z[k] for k in z.files if k != "top1"})  # what loraleak 0.x wrote
+    again = evidence()
+    stats = again.stats()
+    assert [p["pass"] for p in again.passes] == ["target-original"]  # computed, not read
+    np.testing.assert_array_equal(stats.top1, first.top1)
+    assert evidence().stats() is not None and "top1" in np.load(path).files  # and cached anew

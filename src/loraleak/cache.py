@@ -51,8 +51,12 @@ def sha256_file(path: Path) -> str:
 
 def _plain(o: Any) -> Any:
     """What json cannot write itself: config sections (dataclasses) and paths."""
-    if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return dataclasses.asdict(o)
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):  # a field added later is keyed only when set
+        return {
+            f.name: getattr(o, f.name)
+            for f in dataclasses.fields(o)
+            if not (f.metadata.get("keyed_if_set") and getattr(o, f.name) == f.default)
+        }
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot fingerprint {type(o).__name__}")
@@ -196,12 +200,16 @@ def atomic(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+class StaleCache(Exception):
+    """A cached file written by an older loraleak, lacking what this one stores: compute it again."""
+
+
 def read_cached(path: Path, load: Callable[[Path], T]) -> T:
     """`load(path)` for a file this run (or an earlier one) cached; unreadable is a CorruptCache that
     says which file to delete, never a parser's traceback."""
     try:
         return load(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, StaleCache):
         raise
     except Exception as e:  # a truncated npz, json or safetensors raises whatever its parser raises
         rm = "rm -r" if path.is_dir() else "rm"

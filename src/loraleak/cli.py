@@ -191,14 +191,14 @@ def _run_cells(cells, args) -> int:
 def cmd_attacks(args) -> int:
     from .attacks import ATTACKS, PRESETS
 
-    print(f"{'name':<15} {'family':<21} {'access':<16} {'text variants':<14} defaults")
+    print(f"{'name':<18} {'family':<21} {'access':<16} {'text variants':<14} defaults")
     for a in ATTACKS.values():
         extra = ",".join(a.variants) or "-"
         defaults = ", ".join(f"{k}={v}" for k, v in a.defaults.items()) or "-"
-        print(f"{a.name:<15} {a.family:<21} {','.join(a.access):<16} {extra:<14} {defaults}")
-    print("\ncitations (NAME-pt: the same, calibrated by the pre-trained model):")
+        print(f"{a.name:<18} {a.family:<21} {','.join(a.access):<16} {extra:<14} {defaults}")
+    print("\ncitations (NAME-pt, NAME-pt-token: the same, calibrated by the pre-trained model):")
     for a in ATTACKS.values():
-        if a.family != "pretrained-reference":
+        if not a.name.endswith(("-pt", "-pt-token")):
             print(f"  {a.name}: {a.citation}" + (f" [{a.note}]" if a.note else ""))
     print("\npresets: " + ", ".join(f"{p} ({len(f())})" for p, f in PRESETS.items()))
     return 0

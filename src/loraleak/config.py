@@ -31,9 +31,11 @@ class ConfigError(UserError, ValueError):
 MIN_SCORED = 10  # members and non-members each: below it an AUC and its interval measure nothing
 
 
-def option(default: Any, help: str, **check: Any) -> Any:
-    """A config field: default, one-line help, and checks (choices=(...), gt=, ge=, lt=, nonempty=True)."""
-    meta = {"help": help, **check}
+def option(default: Any, help: str, keyed_if_set: bool = False, **check: Any) -> Any:
+    """A config field: default, one-line help, and checks (choices=(...), gt=, ge=, lt=, nonempty=True).
+    keyed_if_set: a field added after caches existed enters the cache keys only when it is not the
+    default, so results cached before it came stay valid (`cache.fingerprint`)."""
+    meta = {"help": help, "keyed_if_set": keyed_if_set, **check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -121,7 +123,7 @@ class TrainConfig:
     batch_size: int = option(8, "examples per step", gt=0)
     max_batch_tokens: int = option(
         0, "padded tokens per forward pass: a step over more is split into passes whose gradients add up "
-        "to the same update (accumulation); 0 = one pass per step", ge=0
+        "to the same update (accumulation); 0 = one pass per step", keyed_if_set=True, ge=0
     )  # fmt: skip
     weight_decay: float = option(0.0, "defense: AdamW's decoupled weight decay on the adapter", ge=0)
     loss_on: str = option("response", "tokens the loss covers", choices=("response", "full"))
@@ -146,8 +148,9 @@ class ScoringConfig:
 
     batch_size: int = option(16, "samples per forward pass", gt=0)
     max_batch_tokens: int = option(
-        0, "padded tokens per forward pass, as well (large on a GPU, small on a CPU); 0 = batch_size alone", ge=0
-    )
+        0, "padded tokens per forward pass, as well (large on a GPU, small on a CPU); 0 = batch_size alone",
+        keyed_if_set=True, ge=0,
+    )  # fmt: skip
     tokens: str = option(
         "response",
         "which tokens of a sample the statistics cover (full: all after the first)",

@@ -1,9 +1,10 @@
 """Token statistics: one batched, padding-aware forward pass per model over the target samples.
 
-For every scored position t of a sample we keep three numbers, never a vocabulary-sized tensor:
+For every scored position t of a sample we keep four numbers, never a vocabulary-sized tensor:
   logprob[t] = log p(x_t | x_<t)                    (LOSS, Zlib, Min-K%, ...)
   mean[t]    = E_{z~p(.|x_<t)} [log p(z | x_<t)]    (Min-K%++'s mu_t; minus the entropy)
   var[t]     = Var_{z~p(.|x_<t)} [log p(z | x_<t)]  (Min-K%++'s sigma_t^2)
+  top1[t]    = max_z log p(z | x_<t)                (EZ-MIA's error zone: logprob < top1)
 All logit attacks derive from these, so each (model, sample) is run once. The pre-trained model's
 statistics come from the same resident PeftModel with its adapter disabled.
 """
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import atomic, fingerprint, read_cached
+from .cache import StaleCache, atomic, fingerprint, read_cached
 from .data import Encoded, right_pad, token_batches
 from .errors import UserError
 from .models import input_device
@@ -39,6 +40,7 @@ class TokenStats:
     logprob: np.ndarray
     mean: np.ndarray
     var: np.ndarray
+    top1: np.ndarray
     token_ids: np.ndarray  # the scored (actual) tokens
     offsets: np.ndarray
 
@@ -56,7 +58,11 @@ class TokenStats:
         """Mean negative log-likelihood of each sample's scored tokens."""
         return -np.add.reduceat(self.logprob, self.offsets[:-1]) / self.counts
 
-    FIELDS = ("logprob", "mean", "var", "token_ids", "offsets")
+    FIELDS = ("logprob", "mean", "var", "top1", "token_ids", "offsets")
+
+    def top1_hit(self) -> np.ndarray:
+        """Per position: the model's most likely next token is the actual one (ties count as hits)."""
+        return self.logprob >= self.top1
 
     def save(self, path: Path) -> None:
         with atomic(path) as tmp:  # an interrupted run or a full disk never leaves a half-written file
@@ -65,6 +71,8 @@ class TokenStats:
     @classmethod
     def load(cls, path: Path) -> TokenStats:
         with np.load(path) as z:
+            if set(cls.FIELDS) - set(z.files):  # written by an older loraleak: computed again
+                raise StaleCache(path)
             return cls(*(z[k] for k in cls.FIELDS))
 
 
@@ -74,14 +82,14 @@ def scored_starts(encoded: Encoded, tokens: str) -> list[int]:
 
 
 def position_stats(logits: torch.Tensor, targets: torch.Tensor):
-    """(logprob, mean, var) per position from next-token logits [T, V] and the actual tokens [T]."""
+    """(logprob, mean, var, top1) per position from next-token logits [T, V] and the actual tokens [T]."""
     import torch  # here, not at import: validating a config must not wait for torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
     mean = (p * logp).sum(-1)
     var = (p * (logp - mean[:, None]) ** 2).sum(-1)  # centred: no cancellation
-    return logp.gather(-1, targets[:, None])[:, 0], mean, var
+    return logp.gather(-1, targets[:, None])[:, 0], mean, var, logp.max(-1).values
 
 
 # fp32 logits held at once (positions x vocabulary; 64 MiB): a [batch, length, vocab] tensor in
@@ -133,7 +141,7 @@ def _next_logits(model, head: _Head | None, ids: torch.Tensor, mask: torch.Tenso
 
 def _chunked_stats(logits_of: Callable[[slice], torch.Tensor], lo: int, hi: int, targets: torch.Tensor, vocab: int):
     """position_stats of the logits at positions lo..hi-1 (`logits_of(positions)`), a chunk of
-    positions at a time; the three statistics as numpy arrays."""
+    positions at a time; the four statistics as numpy arrays."""
     import torch
 
     chunk = max(1, CHUNK_ELEMENTS // vocab)
@@ -141,7 +149,7 @@ def _chunked_stats(logits_of: Callable[[slice], torch.Tensor], lo: int, hi: int,
         position_stats(logits_of(slice(a, min(a + chunk, hi))), targets[a - lo : a - lo + chunk])
         for a in range(lo, hi, chunk)
     ]
-    return [torch.cat([p[k] for p in parts]).cpu().numpy() for k in range(3)]
+    return [torch.cat([p[k] for p in parts]).cpu().numpy() for k in range(4)]
 
 
 def token_stats(
@@ -173,9 +181,9 @@ def token_stats(
                 # position t-1 predicts token t; padding (t >= L) is never read
                 out[i] = _chunked_stats(functools.partial(logits_of, row), s - 1, L - 1, ids[row, s:L], vocab)
     offsets = np.r_[0, np.cumsum([len(o[0]) for o in out])]
-    cat = [np.concatenate([o[k] for o in out]).astype(np.float32) for k in range(3)]
+    cat = [np.concatenate([o[k] for o in out]).astype(np.float32) for k in range(4)]
     token_ids = np.concatenate([seq[s:] for seq, s in zip(encoded.input_ids, starts, strict=True)]).astype(np.int64)
-    return TokenStats(cat[0], cat[1], cat[2], token_ids=token_ids, offsets=offsets)
+    return TokenStats(cat[0], cat[1], cat[2], cat[3], token_ids=token_ids, offsets=offsets)
 
 
 class EvidenceError(UserError, ValueError):
@@ -317,8 +325,9 @@ class Evidence:
             return self._memo[memo]
         path = self.file(role, f"{piece}.{'npz' if what == 'stats' else 'npy'}")
         if path is not None and path.is_file():
-            self._memo[memo] = read_cached(path, load)
-            return self._memo[memo]
+            with contextlib.suppress(StaleCache):  # an older version's file: computed again below
+                self._memo[memo] = read_cached(path, load)
+                return self._memo[memo]
         enc, starts = self.encoded(variant, **params)
         t0 = time.perf_counter()
         with self.entered(role) as model, state.apply(model) if state is not None else contextlib.nullcontext():

@@ -31,6 +31,9 @@ ORDER = (
     "samia",
     "recall",
     "dcpdd",
+    "ezmia",
+    "wbc",
+    "learned",
 )
 for _module in ORDER:
     importlib.import_module(f".{_module}", __name__)

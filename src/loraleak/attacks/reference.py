@@ -13,7 +13,8 @@ def _population(split):
     return split.population
 
 
-def _reference_adapter(**_):
+def reference_adapter(**_):
+    """The one reference adapter (shared by every attack that reads role 'reference')."""
     return [ExtraAdapter("reference", data=_population, seed_offset=1)]
 
 
@@ -30,7 +31,7 @@ register(
         scalar=False,
         score="NLL(M_ref, x) - NLL(M_ft, x)",
         roles=("target", "reference"),
-        adapters=_reference_adapter,
+        adapters=reference_adapter,
         citation="Carlini et al., USENIX Security 2021; Mireshghallah et al., Quantifying Privacy Risks of "
         "Masked Language Models Using Membership Inference Attacks, EMNLP 2022",
         note="reference adapter trained on the population split with the target's recipe",

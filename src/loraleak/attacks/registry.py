@@ -56,6 +56,10 @@ class Attack:
     adapters: Callable | None = None  # (**params) -> [ExtraAdapter]: further adapters it needs trained
     note: str = ""  # departures from the paper, if any
     score: str = ""  # what the score is, in one line (x = the scored text, the response by default)
+    # token-level attacks: a value per scored token, per_token(stats, **params) -> [tokens], and its
+    # per-sample aggregate, aggregate([values of each sample], **params) -> [n] (the -pt-token variant)
+    per_token: Callable | None = None
+    aggregate: Callable | None = None
 
     def __call__(self, evidence, **params) -> np.ndarray:
         kwargs = {**self.defaults, **params}
@@ -80,6 +84,30 @@ def calibrated_by_pretrained(attack: Attack) -> Attack:
         roles=("target", "pretrained"),
         score=f"{attack.name}(fine-tuned, x) - {attack.name}(pre-trained, x)",
         citation=f"{attack.citation}; calibrated by the pre-trained model (LoRA-Leak)",
+    )
+
+
+def calibrated_per_token(attack: Attack) -> Attack:
+    """Token-level calibration: each token's value on the fine-tuned model minus the pre-trained
+    model's, then the attack's aggregate (Min-K% over log p_ft(x_t) - log p_pt(x_t)). The score-level
+    `-pt` aggregates first and subtracts after; for a mean the two agree, for a minimum they do not."""
+    if attack.per_token is None or attack.aggregate is None:
+        raise ValueError(f"attack '{attack.name}' has no per-token values, so it cannot be calibrated per token")
+    per_token, aggregate = attack.per_token, attack.aggregate
+
+    def fn(evidence, **params):
+        ft, pt = evidence.stats("target"), evidence.stats("pretrained")
+        return aggregate(ft.per_sample(per_token(ft, **params) - per_token(pt, **params)), **params)
+
+    return replace(
+        attack,
+        name=f"{attack.name}-pt-token",
+        family="pretrained-reference",
+        fn=fn,
+        scalar=False,
+        roles=("target", "pretrained"),
+        score=f"{attack.name}'s aggregate of [token value(fine-tuned) - token value(pre-trained)]",
+        citation=f"{attack.citation}; calibrated by the pre-trained model token by token",
     )
 
 
@@ -121,8 +149,11 @@ PRESETS.register("one-pass", lambda: [a.name for a in ATTACKS.values() if _logit
 
 
 def register(attack: Attack, calibrate: bool = True) -> Attack:
-    """Add `attack` (and, for scalar attacks, its `-pt` calibrated variant) to the registry."""
-    for a in [attack] + ([calibrated_by_pretrained(attack)] if calibrate and attack.scalar else []):
+    """Add `attack` (and, for scalar attacks, its `-pt` calibrated variant, and for token-level ones
+    its `-pt-token` variant too) to the registry."""
+    variants = [calibrated_by_pretrained(attack)] if calibrate and attack.scalar else []
+    variants += [calibrated_per_token(attack)] if calibrate and attack.per_token is not None else []
+    for a in [attack, *variants]:
         ATTACKS.register(a.name, a)
     return attack
 
@@ -149,9 +180,26 @@ def scalar_attack(name: str, citation: str, score: str, access=("logits",), vari
     return deco
 
 
+def token_attack(name: str, citation: str, score: str, aggregate: Callable, note: str = "", **defaults):
+    """Decorator: register per_token(stats, **params) -> a value per scored token, aggregated per
+    sample by aggregate(values, **params), as a reference-free attack with its -pt and -pt-token variants."""
+
+    def deco(per_token):
+        def fn(view, **params):
+            st = view.stats()
+            return aggregate(st.per_sample(per_token(st, **params)), **params)
+
+        register(Attack(name=name, family="reference-free", access=("logits",), citation=citation, fn=fn,
+                        defaults=defaults, note=note, score=score, per_token=per_token,
+                        aggregate=aggregate))  # fmt: skip
+        return per_token
+
+    return deco
+
+
 def params_for(attack: Attack, attack_params: dict) -> dict:
-    """The config's hyperparameters for `attack` (an entry for NAME applies to NAME-pt too)."""
-    base = attack.name[:-3] if attack.family == "pretrained-reference" else attack.name
+    """The config's hyperparameters for `attack` (an entry for NAME applies to NAME-pt and NAME-pt-token too)."""
+    base = attack.name.removesuffix("-token").removesuffix("-pt") if attack.family == "pretrained-reference" else ""
     return dict(attack_params.get(attack.name) or attack_params.get(base) or {})
 
 
