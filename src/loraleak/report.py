@@ -147,7 +147,7 @@ def _setting(result: RunResult) -> str:
 def verdict(result: RunResult) -> str:
     """The finding in one sentence a provider can act on: the strongest attack and the access it needs,
     its AUC and the share of members it finds at 1% false positives (with CIs), and what calibrating by
-    the pre-trained model adds (the best `-pt` attack against its uncalibrated self)."""
+    the pre-trained model adds (the best `-pt` or `-pt-token` attack against its uncalibrated self)."""
     from .attacks import ATTACKS
 
     m = result.attacks
@@ -167,7 +167,8 @@ def verdict(result: RunResult) -> str:
         f"Verdict: the strongest attack, {best} ({m[best]['family']}; needs {', '.join(access)}), "
         f"reaches AUC {m[best]['auc']:.3f}{interval('auc')} and {found}"
     )
-    pairs = [(n, n.removesuffix("-pt")) for n in m if n.endswith("-pt") and n.removesuffix("-pt") in m]
+    pairs = [(n, base) for n in m for suffix in ("-pt", "-pt-token")
+             if n.endswith(suffix) and (base := n.removesuffix(suffix)) in m]  # fmt: skip
     if pairs:
         pt, plain = max(pairs, key=lambda p: m[p[0]]["auc"])
         text += f"; the pre-trained reference adds {m[pt]['auc'] - m[plain]['auc']:+.3f} AUC ({plain} -> {pt})"
