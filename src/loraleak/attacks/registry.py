@@ -75,16 +75,8 @@ def calibrated_by_pretrained(attack: Attack) -> Attack:
     def fn(evidence, **params):
         return attack.fn(evidence.view("target"), **params) - attack.fn(evidence.view("pretrained"), **params)
 
-    return replace(
-        attack,
-        name=f"{attack.name}-pt",
-        family="pretrained-reference",
-        fn=fn,
-        scalar=False,
-        roles=("target", "pretrained"),
-        score=f"{attack.name}(fine-tuned, x) - {attack.name}(pre-trained, x)",
-        citation=f"{attack.citation}; calibrated by the pre-trained model (LoRA-Leak)",
-    )
+    score = f"{attack.name}(fine-tuned, x) - {attack.name}(pre-trained, x)"
+    return _against_pretrained(attack, "-pt", fn, score, "(LoRA-Leak)")
 
 
 def calibrated_per_token(attack: Attack) -> Attack:
@@ -99,16 +91,17 @@ def calibrated_per_token(attack: Attack) -> Attack:
         ft, pt = evidence.stats("target"), evidence.stats("pretrained")
         return aggregate(ft.per_sample(per_token(ft, **params) - per_token(pt, **params)), **params)
 
+    score = f"{attack.name}'s aggregate of [token value(fine-tuned) - token value(pre-trained)]"
+    return _against_pretrained(attack, "-pt-token", fn, score, "token by token")
+
+
+def _against_pretrained(attack: Attack, suffix: str, fn: Callable, score: str, how: str) -> Attack:
+    """`attack` calibrated by the pre-trained model: a two-model attack of its own, not calibrated again."""
     return replace(
-        attack,
-        name=f"{attack.name}-pt-token",
-        family="pretrained-reference",
-        fn=fn,
-        scalar=False,
-        roles=("target", "pretrained"),
-        score=f"{attack.name}'s aggregate of [token value(fine-tuned) - token value(pre-trained)]",
-        citation=f"{attack.citation}; calibrated by the pre-trained model token by token",
-    )
+        attack, name=f"{attack.name}{suffix}", family="pretrained-reference", fn=fn, scalar=False,
+        roles=("target", "pretrained"), score=score, per_token=None, aggregate=None,
+        citation=f"{attack.citation}; calibrated by the pre-trained model {how}",
+    )  # fmt: skip
 
 
 ATTACKS: Registry[Attack] = Registry("attack", "list them with `loraleak attacks`")
