@@ -473,7 +473,7 @@ def test_presets():
     }  # fmt: skip
     fast = {a.name for a in resolve(["fast"])}
     assert fast > {a.name for a in resolve(["one-pass"])} and not fast & {"reference", "spv-mia", "lira-online"}
-    assert [a.name for a in resolve(["strongest"])] == ["wbc", "min-k-pt-token", "ez-mia", "reference"]
+    assert [a.name for a in resolve(["strongest"])] == ["wbc", "min-k-pt-token", "reference", "wbc-ref"]
     suite = resolve(["loraleak-15"])
     assert len(suite) == 15 and sum(a.family == "pretrained-reference" for a in suite) == 5
 
