@@ -187,3 +187,15 @@ def test_error_zone_reads_only_the_positions_the_fine_tuned_model_gets_wrong():
     assert scores[1] == 1.0  # shifts +1.0, +0.5, none downward
     assert scores[2] == pytest.approx((-0.4 - 3.0) / (0.4 + 3.0))  # positions 6 (-0.4) and 7 (-3.0)
     assert scores[3] == 0.0
+
+
+def test_learned_with_gradient_boosting_and_an_unknown_classifier(setup):
+    from loraleak.attacks.learned import FEATURES, features
+    from loraleak.scoring import EvidenceError
+
+    ev, *_ = setup
+    assert features(ev.stats("target"), ev.stats("pretrained")).shape == (12, len(FEATURES))
+    scores = ATTACKS["learned"](ev, classifier="boosting")
+    assert scores.shape == (12,) and np.isfinite(scores).all()
+    with pytest.raises(EvidenceError, match="choose logistic or boosting"):
+        ATTACKS["learned"](ev, classifier="forest")

@@ -29,8 +29,9 @@ from .wbc import WINDOWS, wbc_scores
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 FEATURES = (
-    "loss", "loss_pt", "loss_ratio", "min_k", "min_k_pt", "min_kpp", "min_kpp_pt", "min_k_token", "min_kpp_token",
-    *(f"ratio_q{q:g}" for q in QUANTILES), "error_share", "error_zone", "wbc", "log_tokens",
+    "loss", "loss_pretrained", "loss_calibrated", "min_k", "min_k_pretrained", "min_kpp", "min_kpp_pretrained",
+    "min_k_per_token", "min_kpp_per_token", *(f"log_ratio_q{q:g}" for q in QUANTILES), "error_share", "ez",
+    "wbc", "log_tokens",
 )  # fmt: skip
 
 
