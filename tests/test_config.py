@@ -152,3 +152,16 @@ def test_example_configs_list_only_what_they_change():
             default = getattr(Config(), section)
             for key, v in value.items() if isinstance(value, dict) else [("", value)]:
                 assert v != (getattr(default, key) if key else default), f"{f.name}: {section}.{key} is the default"
+
+
+def test_an_option_added_later_enters_the_keys_only_when_set():
+    """`keyed_if_set` options (the token budgets) left at their default give the key a config had
+    before they existed, so caches from then stay valid; set, they change it."""
+    from loraleak.cache import fingerprint
+    from loraleak.config import ScoringConfig, TrainConfig
+
+    for section in (TrainConfig(), ScoringConfig()):
+        before = {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.name != "max_batch_tokens"}
+        assert fingerprint(section) == fingerprint(before)
+        assert fingerprint(dataclasses.replace(section, max_batch_tokens=4096)) != fingerprint(before)
+    assert fingerprint(TrainConfig(epochs=3)) != fingerprint(TrainConfig())  # an ordinary field is always keyed
