@@ -40,10 +40,23 @@ def test_devices_resolve_as_documented_on_a_cpu_machine(capsys):
         resolve_device("cuda:1")
     with pytest.raises(ModelError, match="MPS is not available"):
         resolve_device("mps")
-    assert resolve_dtype("auto", "cpu") == torch.bfloat16 and resolve_dtype("auto", "mps") == torch.float32
+    assert resolve_dtype("auto", "mps") == torch.float32
     assert resolve_dtype("float16", "cpu") == torch.float16
     assert main(["run", "--set", "model.device=gpu0"]) == 2  # refused before torch work, by name
     assert "model.device 'gpu0' is not one of auto, cpu, cuda, cuda:N, mps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, dtype", [(False, False, "float32"), (True, False, "bfloat16"),
+                                                   (False, True, "bfloat16")])  # fmt: skip
+def test_auto_dtype_on_a_cpu_is_bf16_only_where_the_cpu_computes_in_it(monkeypatch, avx512_bf16, amx, dtype):
+    from loraleak.config import ModelConfig
+    from loraleak.experiment import numerics
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_dtype("auto", "cpu") == getattr(torch, dtype)
+    assert numerics(ModelConfig(dtype="auto", device="cpu"))["dtype"] == dtype  # in the cache keys
+    assert "dtype" not in numerics(ModelConfig(device="cpu"))  # a named dtype is in the config already
 
 
 @no_gpu

@@ -1,5 +1,6 @@
-"""Command line: `loraleak run`, `loraleak audit`, `loraleak split export RUN`, `loraleak report DIR`,
-`loraleak attacks`, `loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`, `loraleak config`."""
+"""Command line: `loraleak run`, `loraleak reproduce`, `loraleak audit`, `loraleak split export RUN`,
+`loraleak report DIR`, `loraleak attacks`, `loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`,
+`loraleak config`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--backend", choices=("local", "ray"), help="how a grid's cells run (execution.backend)")
     p_run.add_argument("--address", help="a Ray cluster to join (execution.address); default: Ray starts here")
     _config_options(p_run)
+    p_repro = sub.add_parser(
+        "reproduce", help="run a reproduction grid (default: configs/reproduce_cpu.yaml), then write reproduction.md"
+    )
+    p_repro.add_argument("--backend", choices=("local", "ray"), help="how the cells run (execution.backend)")
+    _config_options(p_repro)
     p_audit = sub.add_parser("audit", help="measure the leak of an adapter someone already trained")
     for flag, key, text in AUDIT_OPTIONS:
         p_audit.add_argument(flag, help=f"{text} (config: {key})")
@@ -115,6 +121,30 @@ def cmd_run(args) -> int:
         if killed:
             print(f"[loraleak] {out} was left by a killed run ({killed}): resuming from what it finished")
         return _run_cells(cells, args)
+
+
+REPRODUCE_CPU = "configs/reproduce_cpu.yaml"
+
+
+def cmd_reproduce(args) -> int:
+    """`loraleak reproduce [--config FILE]`: the grid, then OUT/reproduction.md of LoRA-Leak's claims."""
+    from .cache import locked
+
+    args.config = args.config or REPRODUCE_CPU
+    cells = _checked_cells(args, [f"execution.backend={args.backend}"] * bool(args.backend))
+    out = Path(cells[0].config.output_dir).parent.parent
+    if len(cells) < 2:
+        raise UserError(f"{args.config}: a reproduction is a grid (`seeds:`, `variants:` or `sweep:`); it has one cell")
+    with locked(out) as killed:
+        if killed:
+            print(f"[loraleak] {out} was left by a killed run ({killed}): resuming from what it finished")
+        from .experiment import run_grid
+        from .reproduction import write
+
+        frame = run_grid(cells, progress=not args.no_progress)
+        path = write(out, cells, frame, "loraleak " + " ".join(sys.argv[1:]), args.config)
+    print(f"wrote {path} (and {out}/report.html, grid.csv, grid_seeds.csv, grid.md) in {frame['time_s'].sum():.0f} s")
+    return 0
 
 
 def cmd_audit(args) -> int:
@@ -245,6 +275,7 @@ def cmd_config(args) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "reproduce": cmd_reproduce,
     "audit": cmd_audit,
     "split": cmd_split,
     "report": cmd_report,

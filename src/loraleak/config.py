@@ -51,7 +51,8 @@ class ModelConfig:
     )
     dtype: str = option(
         "bfloat16",
-        "weights' dtype for training and scoring; auto: bf16 where the device computes in it, else fp32",
+        "weights' dtype for training and scoring; auto: bf16 where the device computes in it natively (CUDA with "
+        "bf16, a CPU with AVX512-BF16 or AMX), else fp32",
         choices=("float32", "bfloat16", "float16", "auto"),
     )
     device: str = option("auto", "where the model runs: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
@@ -112,6 +113,10 @@ class LoraConfig:
     exclude_first: int = option(0, "defense: no adapters on the first k layers", ge=0)
     exclude_last: int = option(0, "defense: no adapters on the last k layers", ge=0)
     exclude_layers: list[int] = option([], "defense: no adapters on these layers (negative counts from the end)")
+    exclude_part: str = option(
+        "", "defense: no adapters on a part of the layers, whatever the model's depth (rounded to whole layers)",
+        choices=("", *(f"{w}-{p}" for p in ("third", "half") for w in ("first", "middle", "last"))), keyed_if_set=True,
+    )  # fmt: skip
 
 
 @dataclass
@@ -462,6 +467,8 @@ class Cell:
     name: str
     settings: dict[str, Any]
     config: Config
+    seed: int | None = None  # with `seeds:`, the seed this run of its group has (split and training)
+    group: str = ""  # the cell's name without its seed: the runs that `seeds:` repeats share it
 
     def values(self, keys: typing.Iterable[str]) -> dict[str, Any]:
         """This cell's value of each dotted key (also of keys another cell varies and this one keeps)."""
@@ -476,10 +483,12 @@ def expand_grid(data: dict[str, Any], source: str = "<config>") -> list[Cell]:
     for a scalar setting, e.g. `train: {epochs: [1, 3, 5]}`, is a sweep of it too) and `variants:`
     (a list of named sets of overrides, e.g. `{name: dropout, lora.dropout: 0.1}`). Without either,
     one cell: the config itself, writing to output_dir. Otherwise cell NAME writes to
-    output_dir/cells/NAME."""
+    output_dir/cells/NAME. `seeds:` / `repeat:` repeat every cell once per seed, as NAME_seed=S (a
+    variant's own `seeds:` replaces the config's for its cells)."""
     data = copy.deepcopy(data)
+    seeds = _seeds(data, source)
     sweep, variants = _grid_axes(data, source)
-    if not sweep and variants == [{}]:
+    if not sweep and variants == [{}] and seeds == [None]:
         return [Cell("default", {}, from_dict(data, source))]
     keys, cells = list(sweep), []
     out = _coerce(str, data.get("output_dir", Config().output_dir), "output_dir", source)  # Path() takes no number
@@ -487,16 +496,24 @@ def expand_grid(data: dict[str, Any], source: str = "<config>") -> list[Cell]:
         for variant in variants:
             variant = dict(variant)
             label = str(variant.pop("name", ""))
+            own = _seeds(variant, f"{source} (variant {label or '#'})", seeds)  # a variant may run other seeds
             settings = {**dict(zip(keys, values, strict=True)), **variant}
-            cell = copy.deepcopy(data)
-            for dotted, value in settings.items():
-                _set(cell, dotted, value, source)
-            name = "_".join(
-                [label] * bool(label) + [f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values, strict=True)]
+            group = "_".join(
+                [label] * bool(label) + [f"{_short(str(k))}={v}" for k, v in zip(keys, values, strict=True)]
             )
-            name = re.sub(r"[^\w.=+-]+", "-", name) or "default"
-            cell["output_dir"] = str(Path(out) / "cells" / name)
-            cells.append(Cell(name, settings, from_dict(cell, f"{source} (cell {name})")))
+            group = re.sub(r"[^\w.=+-]+", "-", group) or "default"
+            if own != [None] and SEEDED & set(settings):
+                raise ConfigError(
+                    f"{source}: cell {group} sets {sorted(SEEDED & set(settings))[0]} and the config has "
+                    "`seeds:`, which sets split.seed and train.seed; drop one of the two"
+                )
+            for seed in own:
+                cell = copy.deepcopy(data)
+                for dotted, value in {**settings, **dict.fromkeys(SEEDED if seed is not None else (), seed)}.items():
+                    _set(cell, dotted, value, source)
+                name = group if seed is None else f"{group}_seed={seed}"
+                cell["output_dir"] = str(Path(out) / "cells" / name)
+                cells.append(Cell(name, settings, from_dict(cell, f"{source} (cell {name})"), seed, group))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ConfigError(
@@ -504,6 +521,35 @@ def expand_grid(data: dict[str, Any], source: str = "<config>") -> list[Cell]:
             "give every variant a distinct name"
         )
     return cells
+
+
+def _short(dotted: str) -> str:
+    """A swept key in a cell's name: its field (epochs for train.epochs), its section for a name (model)."""
+    section, _, key = dotted.rpartition(".")
+    return section.split(".")[-1] if key == "name" and section else key
+
+
+SEEDED = {"split.seed", "train.seed"}  # what one seed of `seeds:` sets: which records are members, and the training
+
+
+def _seeds(data: dict[str, Any], source: str, default: list[int | None] | None = None) -> list[int | None]:
+    """Pop `seeds: [0, 1, 2]` or `repeat: N` (= seeds 0 .. N-1) off `data` (the config, or one variant);
+    without either, `default` ([None]: no seeds)."""
+    seeds, repeat = data.pop("seeds", None), data.pop("repeat", None)
+    if seeds is not None and repeat is not None:
+        raise ConfigError(f"{source}: give `seeds:` or `repeat:`, not both")
+    if repeat is not None:
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise ConfigError(f"{source}: 'repeat' must be a whole number of runs per cell >= 1, got {_shown(repeat)}")
+        return list(range(repeat))
+    if seeds is None:
+        return default or [None]
+    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not ok or len(set(seeds)) != len(seeds):
+        raise ConfigError(
+            f"{source}: 'seeds' must be a list of distinct whole numbers, e.g. [0, 1, 2], got {_shown(seeds)}"
+        )
+    return list(seeds)
 
 
 def _grid_axes(data: dict[str, Any], source: str) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
@@ -588,6 +634,9 @@ def render_markdown() -> str:
         "`sweep: {DOTTED.KEY: [values]}` (a list given for a scalar field is a sweep of it too) and",
         "`variants: [{name: NAME, DOTTED.KEY: value, ...}]` expand into one run per cell, in",
         "`output_dir/cells/NAME/`, with `grid.csv`, `grid.md` and `privacy_utility.png` in `output_dir`.",
+        "`seeds: [0, 1, 2]` (or `repeat: 3`) runs every cell once per seed (`NAME_seed=S`: split.seed and",
+        "train.seed set to S; a variant's own `seeds:` replaces the config's); `grid_seeds.csv`, `grid.md` and",
+        "the figure then give each cell's mean, standard deviation and 95% t-interval over its seeds.",
         "",
     ]
     return "\n".join(out)

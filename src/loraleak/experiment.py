@@ -47,7 +47,7 @@ from .data import (
     write_manifest,
 )
 from .metrics import evaluate
-from .models import check_model, load_model, resolve_device, weights_digest
+from .models import check_model, load_model, resolve_device, resolve_dtype, weights_digest
 from .results import RunResult, SplitSummary, TaskSummary, TrainingSummary
 from .scoring import Evidence, EvidenceError
 
@@ -605,6 +605,8 @@ def numerics(model: ModelConfig | None = None) -> dict[str, Any]:
         out["gpu"] = torch.cuda.get_device_name(device)
     if model and model.device_map:
         out["device_map"] = model.device_map
+    if model and model.dtype == "auto":  # what auto became here (bf16 or fp32, by the device)
+        out["dtype"] = str(resolve_dtype("auto", device)).removeprefix("torch.")
     return out
 
 
@@ -789,7 +791,7 @@ def _ray_grid(cells: list[Cell], root: Path, echo: Echo) -> pd.DataFrame:
     from .execution import GridError, ray_rows
 
     rows, failed = ray_rows(cells, list(dict.fromkeys(k for cell in cells for k in cell.settings)), echo)
-    frame = pd.DataFrame(rows)
+    frame = report.grid_frame(rows)
     if rows:
         report.write_grid(root, frame)
     if failed:
@@ -840,4 +842,4 @@ def _grid_cells(cells: list[Cell], progress: bool, echo: Echo) -> pd.DataFrame:
         res = run(cell.config, progress=progress, echo=echo, base=resident)
         seconds = time.perf_counter() - t0 if used else sum(res.timings_s.values())  # finished: its own time
         rows.append(report.grid_row(cell, res, seconds, keys))
-    return pd.DataFrame(rows)
+    return report.grid_frame(rows)

@@ -47,11 +47,22 @@ def adapted_layers(lora: LoraConfig, n_layers: int) -> list[int] | None:
         {i % n_layers for i in lora.exclude_layers}
         | set(range(min(lora.exclude_first, n_layers)))
         | set(range(max(0, n_layers - lora.exclude_last), n_layers))
+        | part_of_layers(lora.exclude_part, n_layers)
     )
     kept = [i for i in sorted({i % n_layers for i in lora.layers} or range(n_layers)) if i not in excluded]
     if not kept:
         raise ConfigError(f"lora.layers and the exclusions leave no layer of {n_layers} with an adapter")
     return None if kept == list(range(n_layers)) else kept
+
+
+def part_of_layers(part: str, n_layers: int) -> set[int]:
+    """`lora.exclude_part` as layer indices: e.g. middle-third of 30 layers is 10..19, last-half 15..29."""
+    if not part:
+        return set()
+    where, fraction = part.split("-")
+    size = round(n_layers * {"third": 1 / 3, "half": 1 / 2}[fraction])
+    start = {"first": 0, "middle": (n_layers - size) // 2, "last": n_layers - size}[where]
+    return set(range(start, start + size))
 
 
 def peft_config(lora: LoraConfig, n_layers: int) -> PeftLoraConfig:

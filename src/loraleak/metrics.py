@@ -82,6 +82,38 @@ def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, see
     return out
 
 
+# --- over seeds: one figure measured in several independent runs ---------------------------------
+
+
+def over_seeds(values, confidence: float = 0.95) -> dict:
+    """Mean, sample standard deviation (ddof 1) and the Student-t interval for the mean of one figure
+    measured once per seed (each seed draws its own split and trains its own adapter: independent
+    runs). One value: sd and the interval are NaN (one run says nothing about its spread)."""
+    from scipy.stats import t
+
+    x = np.asarray(values, dtype=np.float64)
+    n, mean = len(x), float(np.mean(x))
+    if n < 2:
+        return {"mean": mean, "sd": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": n}
+    sd = float(np.std(x, ddof=1))
+    half = float(t.ppf((1 + confidence) / 2, n - 1)) * sd / np.sqrt(n)
+    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def seeds_needed(mean: float, sd: float, confidence: float = 0.95) -> float:
+    """Seeds for which the t-interval's half-width falls below |mean| (so its sign is resolved), were
+    the measured mean and sd the truth: the smallest n >= 2 with t(n-1) sd / sqrt(n) < |mean|. inf
+    when mean is 0 or sd unknown."""
+    from scipy.stats import t
+
+    if not np.isfinite(sd) or mean == 0:
+        return float("inf")
+    for n in range(2, 10_001):
+        if t.ppf((1 + confidence) / 2, n - 1) * sd / np.sqrt(n) < abs(mean):
+            return float(n)
+    return float("inf")
+
+
 # --- task utility: how well the fine-tuned model does its job (pure functions too) ----------------
 
 

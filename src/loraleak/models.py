@@ -287,12 +287,17 @@ def resolve_device(spec: str) -> str:
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """`model.dtype`; "auto" is bf16 where the device computes in it (CPU, CUDA with bf16), else fp32."""
+    """`model.dtype`; "auto" is bf16 where the device computes in it natively (CUDA with bf16; a CPU
+    with AVX512-BF16 or AMX), else fp32. A CPU without them emulates bf16: on this project's 2-core
+    machine fine-tuning ran 2.4x slower in bf16 than in fp32 (16 against 6.6 s per step)."""
     import torch
 
     if name != "auto":
         return getattr(torch, name)
-    bf16 = device == "cpu" or (device.startswith("cuda") and torch.cuda.is_bf16_supported())
+    if device == "cpu":
+        bf16 = any(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)() for isa in ("avx512_bf16", "amx_tile"))
+    else:
+        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     return torch.bfloat16 if bf16 else torch.float32
 
 

@@ -266,6 +266,7 @@ def grid_row(cell: Cell, result: RunResult, seconds: float, keys: Sequence[str] 
     best = max(attacks, key=lambda a: attacks[a]["auc"])
     row = {
         "cell": cell.name,
+        **({"group": cell.group, "seed": cell.seed} if cell.seed is not None else {}),
         **{k: _plain(v) for k, v in cell.values(keys or cell.settings).items()},
         "epsilon": p["epsilon"] if p else float("inf"),
         "nonmembers": result.split.nonmembers,
@@ -291,13 +292,29 @@ def grid_row(cell: Cell, result: RunResult, seconds: float, keys: Sequence[str] 
     return row
 
 
+def grid_frame(rows: list[dict]) -> pd.DataFrame:
+    """The grid table of its rows. With seeds on some cells only (a variant's own `seeds:` may be
+    left out), a cell without one is a group of its own, seed empty."""
+    frame = pd.DataFrame(rows)
+    if "group" in frame:
+        frame["group"], frame["seed"] = frame["group"].fillna(frame["cell"]), frame["seed"].astype("Int64")
+        frame = frame[["cell", "group", "seed", *(c for c in frame.columns if c not in ("cell", "group", "seed"))]]
+    return frame
+
+
 def _plain(v):
     return ",".join(map(str, v)) if isinstance(v, list) else v
 
 
 def grid_markdown(frame: pd.DataFrame) -> str:
     """The grid as a Markdown table: settings, epsilon, best attack, utility, then each attack's
-    AUC / TPR@1%FPR."""
+    AUC / TPR@1%FPR. With seeds, first the table over seeds (`seeds_markdown`), then every run's."""
+    if "group" in frame:
+        return seeds_markdown(seed_frame(frame)) + "\nEvery run (one per seed):\n\n" + runs_markdown(frame)
+    return runs_markdown(frame)
+
+
+def runs_markdown(frame: pd.DataFrame) -> str:
     attacks = [c.split(":", 1)[1] for c in frame.columns if c.startswith("auc:")]
     lead = list(frame.columns[: frame.columns.get_loc("epsilon")])  # the cell and the settings it varies
     metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
@@ -323,8 +340,11 @@ def grid_markdown(frame: pd.DataFrame) -> str:
 def privacy_utility_figure(frame: pd.DataFrame):
     """x: the fine-tuned model's utility; y: best-attack AUC (left) and best TPR@1%FPR (right); one
     labelled point per cell. The pre-trained model (no adapter: utility for free, nothing leaked)
-    marks where fine-tuning starts from."""
+    marks where fine-tuning starts from. With seeds, one point per cell at its mean over seeds, with
+    error bars of the 95% t-interval on both axes."""
     plt = pyplot()
+    seeded = "group" in frame
+    frame = seed_frame(frame) if seeded else frame
     metric = frame["utility_metric"].iloc[0] if "utility_metric" in frame else None
     x = frame["utility"] if metric else np.arange(len(frame))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -333,6 +353,9 @@ def privacy_utility_figure(frame: pd.DataFrame):
         (axes[1], "best_tpr@1%fpr", "best TPR at 1% FPR", 0.01),
     ):
         ax.scatter(x, frame[col], zorder=3)
+        if seeded:
+            xerr = _bars(frame, "utility") if metric else None
+            ax.errorbar(x, frame[col], yerr=_bars(frame, col), xerr=xerr, fmt="none", lw=0.8, capsize=2, zorder=2)
         xs, ys = np.asarray(x, float), np.asarray(frame[col], float)
         dx, dy = (np.ptp(xs) or 1.0) * 0.04, (np.ptp(ys) or 1.0) * 0.04
         for i, name in enumerate(frame["cell"]):
@@ -350,7 +373,8 @@ def privacy_utility_figure(frame: pd.DataFrame):
             ylabel=label,
         )
         ax.grid(alpha=0.3)
-    fig.suptitle("privacy-utility trade-off (up = more leakage, right = more useful)", fontsize=10)
+    over = "; mean and 95% interval over seeds" if seeded else ""
+    fig.suptitle(f"privacy-utility trade-off (up = more leakage, right = more useful{over})", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -359,7 +383,7 @@ def plot_privacy_utility(frame: pd.DataFrame, path: Path) -> None:
     save_png(privacy_utility_figure(frame), path, dpi=130)
 
 
-GRID_FILES = ("grid.csv", "grid.md", "privacy_utility.png", "report.html")
+GRID_FILES = ("grid.csv", "grid.md", "privacy_utility.png", "report.html", "grid_seeds.csv")
 
 
 def write_grid(out: Path, frame: pd.DataFrame) -> None:
@@ -367,6 +391,9 @@ def write_grid(out: Path, frame: pd.DataFrame) -> None:
     table, markdown, plot = (out / name for name in GRID_FILES[:3])
     with atomic(table) as tmp:
         frame.to_csv(tmp, index=False)
+    if "group" in frame:
+        with atomic(out / GRID_FILES[4]) as tmp:
+            seed_frame(frame).to_csv(tmp, index=False)
     with atomic(markdown) as tmp:
         tmp.write_text(grid_markdown(frame))
     with atomic(plot) as tmp:
@@ -374,3 +401,75 @@ def write_grid(out: Path, frame: pd.DataFrame) -> None:
     from .report_html import write_grid_page
 
     write_grid_page(out)
+
+
+# --- grids with seeds: each cell's figures over its seeds ---------------------------------------------
+
+SPREAD = ("sd", "ci_low", "ci_high")  # seed_frame's columns beside each figure's mean: FIGURE:sd, ...
+
+
+def seed_frame(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per cell of a grid run with `seeds:` (its runs share `group`): the settings, the number
+    of seeds, and for every figure (best AUC and TPR, utility, each attack's AUC and TPR, loss, time)
+    its mean over seeds and FIGURE:sd, FIGURE:ci_low, FIGURE:ci_high (`metrics.over_seeds`). The best
+    AUC is the mean of each run's best attack's AUC; best_attack names the attack of highest mean AUC.
+    epsilon and the non-members are the same in every seed of a cell (the recipe fixes them)."""
+    lead = list(frame.columns[: frame.columns.get_loc("epsilon")])
+    settings = [c for c in lead if c not in ("cell", "group", "seed")]
+    fixed = ["epsilon", "nonmembers", *(["utility_metric"] if "utility_metric" in frame else [])]
+    figures = [
+        c for c in frame.columns[frame.columns.get_loc("epsilon") :]
+        if c not in fixed and pd.api.types.is_numeric_dtype(frame[c])
+    ]  # fmt: skip
+    rows = []
+    for group, runs in frame.groupby("group", sort=False):
+        aucs = {c.split(":", 1)[1]: runs[c].mean() for c in runs.columns if c.startswith("auc:")}
+        row = {"cell": group, **runs.iloc[0][settings].to_dict(), "seeds": len(runs), **runs.iloc[0][fixed].to_dict()}
+        row["best_attack"] = max(aucs, key=lambda a: aucs[a])
+        for c in figures:
+            stats = M.over_seeds(runs[c].to_numpy(), confidence)
+            row |= {c: stats["mean"], **{f"{c}:{k}": stats[k] for k in SPREAD}}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _bars(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """Asymmetric error bars [below, above] of a seed_frame column's interval (0 where unknown)."""
+    mean = frame[col].to_numpy(float)
+    bars = np.vstack([mean - frame[f"{col}:ci_low"].to_numpy(float), frame[f"{col}:ci_high"].to_numpy(float) - mean])
+    return np.nan_to_num(bars)
+
+
+def spread(r: pd.Series, col: str, interval: bool = True) -> str:
+    """mean ± sd [interval] of one seed_frame figure; just the mean for one seed; n/a for a TPR at 1%
+    FPR that the cell's non-members cannot resolve."""
+    if col.startswith("tpr@1%") and not resolvable(0.01, int(r["nonmembers"])):
+        return tpr_cell(r[col], 0.01, int(r["nonmembers"]))
+    if not np.isfinite(r[f"{col}:sd"]):
+        return f"{r[col]:.3f}"
+    text = f"{r[col]:.3f} ± {r[f'{col}:sd']:.3f}"
+    return text + f" [{r[f'{col}:ci_low']:.3f}, {r[f'{col}:ci_high']:.3f}]" * interval
+
+
+def seeds_markdown(seeds: pd.DataFrame) -> str:
+    """A seed_frame as Markdown: mean ± sd [95% t-interval] over seeds of the best attack's AUC and
+    TPR@1%FPR and the utility; mean ± sd of each attack's AUC / TPR@1%FPR."""
+    attacks = [c.split(":", 1)[1] for c in seeds.columns if c.startswith("auc:") and c.count(":") == 1]
+    lead = list(seeds.columns)[: list(seeds.columns).index("seeds") + 1]
+    metric = seeds["utility_metric"].iloc[0] if "utility_metric" in seeds else None
+    head = lead + ["epsilon", "best attack", "best AUC", "best TPR@1%FPR"]
+    head += [f"{metric} (fine-tuned)"] if metric else []
+    head += [f"{a} AUC / TPR@1%" for a in attacks]
+    lines = [
+        "Over seeds: mean ± sd [95% t-interval] (the best attack's AUC and TPR: each run's best, averaged).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for _, r in seeds.iterrows():
+        cells = [str(r[c]) for c in lead]
+        cells += ["-" if np.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}", str(r["best_attack"])]
+        cells += [spread(r, "best_auc"), spread(r, "best_tpr@1%fpr")] + ([spread(r, "utility")] if metric else [])
+        cells += [f"{spread(r, f'auc:{a}', False)} / {spread(r, f'tpr@1%fpr:{a}', False)}" for a in attacks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

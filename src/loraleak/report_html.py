@@ -392,10 +392,28 @@ def grid_page(frame: pd.DataFrame, has_page: dict[str, bool], written: str) -> s
                 _table(head, rows, "grid-table"),
                 "The most leaking cell highlighted; each cell's name links to its own report.",
             ),
+            *([_seeds_section(frame)] if "group" in frame else []),
             _section("figures", "Privacy and utility", figure),
             _section("per-attack", "AUC of every attack", _table(["cell", *attacks], per_attack, "auc-table")),
         ],
     )
+
+
+def _seeds_section(frame: pd.DataFrame) -> str:
+    """A grid run with `seeds:`: each cell's mean ± sd [95% t-interval] over its seeds."""
+    seeds = report.seed_frame(frame)
+    lead = list(seeds.columns)[: list(seeds.columns).index("seeds") + 1]
+    figures = ["best_auc", "best_tpr@1%fpr", *(["utility"] if "utility" in seeds else [])]
+    rows = [
+        "<tr>"
+        + "".join(f"<td>{escape(str(r[c]))}</td>" for c in [*lead, "best_attack"])
+        + "".join(f"<td class=num>{escape(report.spread(r, c))}</td>" for c in figures)
+        + "</tr>"
+        for _, r in seeds.iterrows()
+    ]
+    head = [*lead, "best attack (highest mean AUC)", "best AUC", "best TPR@1%FPR"] + ["utility"] * ("utility" in seeds)
+    note = "Mean ± sd [95% t-interval] over seeds; the best AUC and TPR are each run's best attack's, averaged."
+    return _section("seeds", "Over seeds", _table(head, rows, "seeds-table"), note)
 
 
 def grid_verdict(frame: pd.DataFrame) -> str:
