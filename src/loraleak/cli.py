@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="run a reproduction grid (default: configs/reproduce_cpu.yaml), then write reproduction.md"
     )
     p_repro.add_argument("--backend", choices=("local", "ray"), help="how the cells run (execution.backend)")
-    _config_options(p_repro)
+    _config_options(p_repro, "configs/reproduce_cpu.yaml; the paper-scale study: configs/reproduce_lora_leak.yaml")
     p_audit = sub.add_parser("audit", help="measure the leak of an adapter someone already trained")
     for flag, key, text in AUDIT_OPTIONS:
         p_audit.add_argument(flag, help=f"{text} (config: {key})")
@@ -71,8 +71,8 @@ AUDIT_OPTIONS = (
 )
 
 
-def _config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (default: the embedded default config)")
+def _config_options(p: argparse.ArgumentParser, default: str = "the embedded default config") -> None:
+    p.add_argument("--config", help=f"YAML config file (default: {default})")
     p.add_argument("--output", help="output directory (overrides output_dir)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=5 (repeatable)")  # fmt: skip
@@ -130,7 +130,11 @@ def cmd_reproduce(args) -> int:
     """`loraleak reproduce [--config FILE]`: the grid, then OUT/reproduction.md of LoRA-Leak's claims."""
     from .cache import locked
 
-    args.config = args.config or REPRODUCE_CPU
+    if not args.config:  # from the checkout one stands in, else the one loraleak was installed from
+        here, repo = Path(REPRODUCE_CPU), Path(__file__).resolve().parents[2] / REPRODUCE_CPU
+        if not here.is_file() and not repo.is_file():
+            raise UserError(f"no {REPRODUCE_CPU} here or in {repo.parents[1]}: pass --config FILE (see the repository)")
+        args.config = str(here if here.is_file() else repo)
     cells = _checked_cells(args, [f"execution.backend={args.backend}"] * bool(args.backend))
     out = Path(cells[0].config.output_dir).parent.parent
     if len(cells) < 2:
