@@ -207,3 +207,23 @@ def test_claims_from_hand_made_runs():
     assert {d["cell"]: d["baseline"] for d in defended} == {"drop": "e3", "dp": "dp-base"}
     text = R.markdown(cells, pd.DataFrame(rows), "loraleak reproduce", "x.yaml", "2026-11-29", "here")
     assert "| a higher rank leaks more" in text and "15 runs" in text
+
+
+def test_the_privacy_utility_figure_draws_the_seeds_intervals_as_error_bars():
+    from matplotlib.container import ErrorbarContainer
+
+    from loraleak.report import privacy_utility_figure, seed_frame
+
+    rows = [
+        {"cell": f"{g}_seed={s}", "group": g, "seed": s, "epsilon": np.inf, "nonmembers": 200, "best_attack": "loss",
+         "best_auc": 0.6 + 0.05 * s + 0.1 * (g == "b"), "best_tpr@1%fpr": 0.02 * s, "utility_metric": "rouge_l",
+         "utility": 0.3 + 0.01 * s, "utility_pretrained": 0.1, "auc:loss": 0.6 + 0.05 * s, "tpr@1%fpr:loss": 0.02 * s}
+        for g in ("a", "b") for s in (0, 1, 2)
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    fig = privacy_utility_figure(frame)
+    bars = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1 and len(fig.axes[0].collections[0].get_offsets()) == 2  # one point per cell
+    low, high = seed_frame(frame).loc[0, ["best_auc:ci_low", "best_auc:ci_high"]]
+    segment = bars[0].lines[2][1].get_segments()[0]  # the first cell's vertical bar
+    assert segment[:, 1] == pytest.approx([low, high])
