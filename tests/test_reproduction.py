@@ -73,6 +73,16 @@ def test_a_two_seed_grid_aggregates_its_cells_and_reproduce_writes_the_claims(tm
     assert list(runs["cell"]) == ["plain_seed=0", "plain_seed=1", "drop_seed=0", "drop_seed=1"]
     members = [pd.read_csv(out / "cells" / f"plain_seed={s}" / "scores.csv").query("split == 'member'") for s in (0, 1)]
     assert set(members[0]["id"]) != set(members[1]["id"])  # each seed drew its own split
+    # the pre-trained model's passes and generations: once per seed, shared by the cells in OUT/pretrained
+    assert [len(list((out / "pretrained" / d).glob("pretrained-*"))) for d in ("stats", "utility")] == [2, 2]
+    assert not list((out / "cells").glob("*/*/pretrained-*"))
+    for s in (0, 1):
+        plain, drop = (
+            json.loads((out / "cells" / f"{c}_seed={s}" / "results.json").read_text()) for c in ("plain", "drop")
+        )
+        assert "pretrained-original" in {p["pass"] for p in plain["forward_passes"]}
+        assert "pretrained-original" not in {p["pass"] for p in drop["forward_passes"]}
+        assert drop["utility"]["pretrained"] == plain["utility"]["pretrained"]
     for group, mine in runs.groupby("group"):
         row = seeds.set_index("cell").loc[group]
         for col in ["best_auc", "best_tpr@1%fpr", "utility", *(c for c in runs if c.startswith("auc:"))]:
@@ -87,7 +97,7 @@ def test_a_two_seed_grid_aggregates_its_cells_and_reproduce_writes_the_claims(tm
     assert "±" in (out / "grid.md").read_text() and 'id="seeds"' in (out / "report.html").read_text()
     text = (out / "reproduction.md").read_text()
     assert "| LoRA dropout mitigates while keeping utility | tiny-llama, toy |" in text
-    assert "seeds [0, 1], 4 runs" in text and "wrote" in capsys.readouterr().out
+    assert "seeds [0, 1], 4 runs" in text and "- **Time:** " in text and "wrote" in capsys.readouterr().out
 
 
 # --- the large-batch DP recipe ------------------------------------------------------------------------

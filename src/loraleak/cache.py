@@ -80,7 +80,7 @@ class RunFiles:
     KEY_FILE = "loraleak-key.json"  # in a finished folder (adapter, or the run's results): the key it was made under
     LOCK_FILE = ".loraleak.lock"
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, shared: str | Path | None = None):
         self.root = Path(root)
         self.results = self.root / "results.json"
         self.scores = self.root / "scores.csv"
@@ -92,6 +92,16 @@ class RunFiles:
         self.manifest = self.root / "manifest.jsonl"
         self.stats = self.root / "stats"  # attack evidence
         self.utility = self.root / "utility"  # utility evidence and generations
+        # The pre-trained model's pieces depend on no training: the cells of a grid share them in one
+        # folder (`shared`), where each is keyed by content and none is stale; else the run keeps its own.
+        self.shared = Path(shared) if shared is not None else None
+        self.pretrained_stats = self.shared / "stats" if self.shared else None
+        self.pretrained_utility = self.shared / "utility" if self.shared else None
+
+    @staticmethod
+    def grid_shared(cell_dir: str | Path) -> Path:
+        """What the cells of the grid whose cell writes to OUT/cells/NAME share: OUT/pretrained."""
+        return Path(cell_dir).parent.parent / "pretrained"
 
     def adapter(self, name: str = "default") -> Path:
         """The target adapter in adapter/, every other (reference, shadows, ...) in adapters/NAME/."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report
+from .cache import RunFiles
 from .config import Cell, Config, ExecutionConfig
 from .errors import UserError
 
@@ -80,7 +81,8 @@ def run_cell(cell: Cell, keys: list[str], cpus: float) -> dict:
 
     torch.set_num_threads(max(1, int(cpus)))
     t0 = time.perf_counter()
-    result = run(cell.config, progress=False, echo=lambda _: None)
+    shared = RunFiles.grid_shared(cell.config.output_dir)
+    result = run(cell.config, progress=False, echo=lambda _: None, shared=shared)
     return report.grid_row(cell, result, time.perf_counter() - t0, keys)
 
 

@@ -60,19 +60,21 @@ def run(
     progress: bool = True,
     echo: Echo = print,
     base: tuple[Any, Any] | Callable[[], tuple[Any, Any]] | None = None,
+    shared: Path | None = None,
     **sections: Any,
 ) -> RunResult:
     """One experiment from a Config, a raw mapping, a YAML path or None (the embedded default), with
     `sections` merged over it (e.g. train={"epochs": 1}, attacks=["loss"]). `base`: an already
     loaded (model, tokenizer) to fine-tune, or a function that gives it when the run needs it (not
     when the directory is finished), left as it came (adapters removed) when the run ends: a grid
-    reuses one resident base model for every cell.
+    reuses one resident base model for every cell. `shared`: a folder where the pre-trained model's
+    passes and generations are kept for other runs too (a grid's cells share `RunFiles.grid_shared`).
 
     Everything a user gave is checked before any model loads: config, attack names and parameters,
     the output directory (writable, and held by this run alone: a lock), the data and split sizes,
     then the model's path and weights format (`load_model`). A directory already finished under this
     config, data and numerics is read back (`finished`): no model loads."""
-    cfg, attacks, files, clock = _begin(config, sections)
+    cfg, attacks, files, clock = _begin(config, sections, shared)
     with _held(files, echo):
         with clock("data"):
             task_split = _split(cfg)
@@ -112,12 +114,14 @@ def finished_cell(cfg: Config) -> RunResult | None:
     return finished(RunFiles(cfg.output_dir), cache.Keys(cfg, _digest(_split(cfg)[1]), numerics(cfg.model)))
 
 
-def _begin(config: ConfigLike, sections: dict[str, Any]) -> tuple[Config, list[Attack], RunFiles, Clock]:
+def _begin(
+    config: ConfigLike, sections: dict[str, Any], shared: Path | None = None
+) -> tuple[Config, list[Attack], RunFiles, Clock]:
     """What `run` and `audit` check first (config, attack names and parameters) and where they write."""
     cfg = load_config(config, **sections)
     attacks = resolve(cfg.attacks)
     check_params(cfg.attack_params)
-    return cfg, attacks, RunFiles(cfg.output_dir), Clock()
+    return cfg, attacks, RunFiles(cfg.output_dir, shared), Clock()
 
 
 def _report(cfg: Config, files: RunFiles, keys: cache.Keys, result: RunResult, data: RunData) -> None:
@@ -417,6 +421,7 @@ def attack_evidence(
         max_batch_tokens=cfg.scoring.max_batch_tokens,
         population=data.split.population,
         cache_dir=files.stats if files else None,
+        pretrained_dir=files.pretrained_stats if files else None,
         key=keys.targets(),
         role_keys=keys.roles(),
         progress=progress,
@@ -527,6 +532,7 @@ def measure_utility(
         data.encode,
         batch_size=cfg.scoring.batch_size,
         cache_dir=files.utility if files else None,
+        pretrained_dir=files.pretrained_utility if files else None,
         key=keys.held_out(),
         progress=progress,
         choices=data.task.choices,
@@ -839,7 +845,8 @@ def _grid_cells(cells: list[Cell], progress: bool, echo: Echo) -> pd.DataFrame:
 
         echo(f"[loraleak] cell {i}/{len(cells)}: {cell.name}")
         t0 = time.perf_counter()
-        res = run(cell.config, progress=progress, echo=echo, base=resident)
+        shared = RunFiles.grid_shared(cell.config.output_dir)
+        res = run(cell.config, progress=progress, echo=echo, base=resident, shared=shared)
         seconds = time.perf_counter() - t0 if used else sum(res.timings_s.values())  # finished: its own time
         rows.append(report.grid_row(cell, res, seconds, keys))
     return report.grid_frame(rows)

@@ -305,7 +305,22 @@ def machine() -> str:
     import torch
 
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores{gpu}; torch {torch.__version__}"
+    from .models import resolve_dtype
+
+    cpu = _cpu_name() or platform.machine()
+    bf16 = "with" if resolve_dtype("auto", "cpu") == torch.bfloat16 else "without"
+    where = f"{platform.system()}, {cpu} ({bf16} bf16 arithmetic), {os.cpu_count()} CPU cores"
+    return f"{where}{gpu}; torch {torch.__version__}"
+
+
+def _cpu_name() -> str:
+    """The CPU's model name on Linux ('' elsewhere): how fast a CPU run is depends on it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 def _table(rows: list[dict], columns: Sequence[str]) -> list[str]:
@@ -331,6 +346,8 @@ def markdown(cells: Sequence[Cell], frame: pd.DataFrame, command: str, source: s
         f"- **Machine:** {where}.",
         f"- **Command:** `{command}`; **config:** `{source}`: {len(set(runs['group']))} cells, seeds {seeds}, "
         f"{len(runs)} runs (each cell's runs in `cells/CELL_seed=S/`; every figure in `grid.csv`).",
+        *_time(frame),
+        *_tpr_caveat(frame),
         "- **Uncertainty:** every difference is paired by seed (seed S of two cells drew the same split and "
         "training seed): mean ± sd [95% Student-t interval] over seeds. A claim is *confirmed* or "
         "*contradicted* when the interval excludes no effect; otherwise *not resolved*, with the seeds "
@@ -357,6 +374,30 @@ def markdown(cells: Sequence[Cell], frame: pd.DataFrame, command: str, source: s
         seeds_markdown(seed_frame(frame if "group" in frame else frame.assign(group=frame["cell"]))),
     ]
     return "\n".join(lines)
+
+
+def _time(frame: pd.DataFrame) -> list[str]:
+    if "time_s" not in frame:
+        return []
+    minutes = frame["time_s"].sum() / 60
+    return [
+        f"- **Time:** {minutes:.0f} min, the sum of the runs' own times (a run reused from the cache counts the time "
+        "it took when it ran)."
+    ]
+
+
+def _tpr_caveat(frame: pd.DataFrame) -> list[str]:
+    """A TPR at 1% FPR that the non-members cannot resolve is the TPR at no false positive: say so."""
+    from .report import min_nonmembers_for
+
+    needed = min_nonmembers_for(0.01)
+    if "nonmembers" not in frame or frame["nonmembers"].min() >= needed:
+        return []
+    n = int(frame["nonmembers"].min())
+    return [
+        f"- **TPR@1%FPR** with {n} non-members (1% FPR needs {needed}): below one false positive, so each "
+        "TPR here is the TPR at no false positive, the strictest threshold; the criterion compares those."
+    ]
 
 
 def write(root, cells: Sequence[Cell], frame: pd.DataFrame, command: str, source: str) -> Any:

@@ -223,7 +223,9 @@ class Evidence:
 
     Cache files are named here and nowhere else: CACHE_DIR/ROLE-KEY/PIECE, KEY a fingerprint of
     `key` (what the samples and scoring depend on) and the role's own key (what its weights depend
-    on). A role whose key changes reads none of its old files, and they are removed.
+    on). A role whose key changes reads none of its old files, and they are removed. With
+    `pretrained_dir`, the pre-trained role's files are there instead, shared by runs (a grid's cells)
+    whose samples may differ: each is kept, none is stale.
     """
 
     def __init__(
@@ -238,6 +240,7 @@ class Evidence:
         max_batch_tokens: int = 0,
         population=(),
         cache_dir: Path | None = None,
+        pretrained_dir: Path | None = None,
         key: str = "",
         role_keys: dict[str, str] | None = None,
         progress: bool = True,
@@ -254,21 +257,28 @@ class Evidence:
         self.passes: list[dict] = []  # what was computed (not loaded), for the report
         keys = role_keys or {}
         self.add_role("target", contextlib.nullcontext, keys.get("target", ""))
+        pt_key, shared = keys.get("pretrained", ""), pretrained_dir
         if pretrained is not None:  # a model of its own (an audit of merged weights): a second resident model
-            self.add_role("pretrained", lambda: contextlib.nullcontext(pretrained), keys.get("pretrained", ""))
+            self.add_role("pretrained", lambda: contextlib.nullcontext(pretrained), pt_key, shared)
         elif hasattr(model, "disable_adapter"):  # a PeftModel: the pre-trained model is it, adapter off
-            self.add_role("pretrained", lambda: model.disable_adapter(), keys.get("pretrained", ""))
+            self.add_role("pretrained", lambda: model.disable_adapter(), pt_key, shared)
 
-    def add_role(self, name: str, context: Callable, key: str = "") -> None:
+    def add_role(self, name: str, context: Callable, key: str = "", shared: Path | None = None) -> None:
         """A further view of the model, e.g. another adapter: `context()` enters it; `key` names
-        what its weights depend on (its cached pieces are reused only under the same key)."""
+        what its weights depend on (its cached pieces are reused only under the same key). `shared`:
+        a folder other runs read too, instead of cache_dir (nothing there is removed as stale)."""
         self.roles[name] = context
-        if self.cache_dir is not None:
-            where = self.cache_dir / f"{name}-{fingerprint(self.key, key)}"
-            for stale in self.cache_dir.glob(f"{name}-*"):
-                if stale != where and stale.name.rsplit("-", 1)[0] == name:
+        if self.cache_dir is None:
+            return
+        where = (shared or self.cache_dir) / f"{name}-{fingerprint(self.key, key)}"
+        for stale in self.cache_dir.glob(f"{name}-*"):
+            if stale != where and stale.name.rsplit("-", 1)[0] == name:
+                if stale.name == where.name and not where.exists():  # its own copy, now shared: moved
+                    where.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(stale, where)
+                else:
                     shutil.rmtree(stale)
-            self._dirs[name] = where
+        self._dirs[name] = where
 
     @contextlib.contextmanager
     def entered(self, role: str):
