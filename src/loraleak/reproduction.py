@@ -388,12 +388,11 @@ def _time(frame: pd.DataFrame) -> list[str]:
 
 def _tpr_caveat(frame: pd.DataFrame) -> list[str]:
     """A TPR at 1% FPR that the non-members cannot resolve is the TPR at no false positive: say so."""
-    from .report import min_nonmembers_for
+    from .report import min_nonmembers_for, resolvable
 
-    needed = min_nonmembers_for(0.01)
-    if "nonmembers" not in frame or frame["nonmembers"].min() >= needed:
+    if "nonmembers" not in frame or resolvable(0.01, n := int(frame["nonmembers"].min())):
         return []
-    n = int(frame["nonmembers"].min())
+    needed = min_nonmembers_for(0.01)
     return [
         f"- **TPR@1%FPR** with {n} non-members (1% FPR needs {needed}): below one false positive, so each "
         "TPR here is the TPR at no false positive, the strictest threshold; the criterion compares those."

@@ -257,11 +257,11 @@ class Evidence:
         self.passes: list[dict] = []  # what was computed (not loaded), for the report
         keys = role_keys or {}
         self.add_role("target", contextlib.nullcontext, keys.get("target", ""))
-        pt_key, shared = keys.get("pretrained", ""), pretrained_dir
+        pt_key = keys.get("pretrained", "")
         if pretrained is not None:  # a model of its own (an audit of merged weights): a second resident model
-            self.add_role("pretrained", lambda: contextlib.nullcontext(pretrained), pt_key, shared)
+            self.add_role("pretrained", lambda: contextlib.nullcontext(pretrained), pt_key, pretrained_dir)
         elif hasattr(model, "disable_adapter"):  # a PeftModel: the pre-trained model is it, adapter off
-            self.add_role("pretrained", lambda: model.disable_adapter(), pt_key, shared)
+            self.add_role("pretrained", lambda: model.disable_adapter(), pt_key, pretrained_dir)
 
     def add_role(self, name: str, context: Callable, key: str = "", shared: Path | None = None) -> None:
         """A further view of the model, e.g. another adapter: `context()` enters it; `key` names
