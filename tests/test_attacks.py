@@ -473,9 +473,29 @@ def test_presets():
     }  # fmt: skip
     fast = {a.name for a in resolve(["fast"])}
     assert fast > {a.name for a in resolve(["one-pass"])} and not fast & {"reference", "spv-mia", "lira-online"}
-    assert [a.name for a in resolve(["strongest"])] == ["wbc", "min-k-pt-token", "reference", "wbc-ref"]
+    strongest = ["wbc", "min-k-pt-token", "reference", "lira-offline", "lira-online", "rmia-online"]
+    assert [a.name for a in resolve(["strongest"])] == strongest
     suite = resolve(["loraleak-15"])
     assert len(suite) == 15 and sum(a.family == "pretrained-reference" for a in suite) == 5
+
+
+def test_population_requirements():
+    """What each attack needs of the population split: nothing, unless it trains on it (reference,
+    SPV-MIA), draws reference samples from it (RMIA), fits on it (learned), or reads it (ReCaLL, DC-PDD)."""
+    from loraleak.attacks.registry import PopulationError, check_population
+
+    def fails(name, have, params=None):
+        try:
+            check_population([ATTACKS[name]], params or {}, have, "split.population")
+        except PopulationError:
+            return True
+        return False
+
+    needs_one = {"reference", "spv-mia", "ez-mia-ref", "wbc-ref", "rmia-offline", "rmia-online", "dc-pdd", "dc-pdd-pt"}
+    assert {n for n in ATTACKS if fails(n, 0)} == needs_one | {"learned", "learned-lira", "recall", "recall-pt"}
+    assert {n for n in ATTACKS if fails(n, 1)} == {"learned", "learned-lira", "recall", "recall-pt"}
+    assert {n for n in ATTACKS if fails(n, 2)} == {"recall", "recall-pt"} and not fails("recall", 3)
+    assert fails("recall", 9, {"recall": {"shots": 10}}) and not fails("dc-pdd", 0, {"dc-pdd": {"corpus": "c.txt"}})
 
 
 def test_resolve_presets_and_unknown_names():

@@ -13,6 +13,13 @@ def test_generated_docs_are_current():
         assert (ROOT / "docs" / name).read_text() == render(), f"docs/{name} is stale: run python -m loraleak.docs"
 
 
+def test_every_preset_says_what_it_is():
+    from loraleak.attacks import PRESETS
+    from loraleak.docs import PRESET_HELP
+
+    assert set(PRESET_HELP) == set(PRESETS)
+
+
 def test_readme_is_short_and_every_relative_link_resolves():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.encode()) <= 12 * 1024

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from helpers import tiny_config
 
-from loraleak.attacks.registry import AttackParamsError
+from loraleak.attacks.registry import AttackParamsError, PopulationError
 from loraleak.cli import main
 from loraleak.config import ConfigError
 from loraleak.data import TaskError, read_manifest
@@ -173,12 +173,30 @@ def test_too_few_examples_and_unknown_attack_fail_before_training(tmp_path):
     assert not (tmp_path / "run" / "adapter").exists()
 
 
+def test_too_small_a_population_fails_before_training(tmp_path, capsys):
+    for attacks, population, params, need in (
+        (["loss", "recall"], 2, {}, "'recall' needs at least 3 population examples, and split.population gives 2"),
+        (["recall-pt"], 4, {"recall": {"shots": 5}}, "attack 'recall-pt' needs at least 5"),
+        (["loss", "dc-pdd"], 0, {}, "attack 'dc-pdd' needs at least 1"),
+        (["wbc-ref"], 0, {}, "attack 'wbc-ref' needs at least 1"),
+    ):
+        cfg = tiny_config(tmp_path, split={"population": population}, attacks=attacks, attack_params=params)
+        with pytest.raises(PopulationError, match=need):
+            run(cfg, progress=False)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, split={"population": 0}, attacks=["reference"]).to_dict()))
+    assert main(["run", "--config", str(path), "--no-progress"]) == 2
+    assert "attack 'reference' needs at least 1 population example, and" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
 def test_attack_missing_evidence_keeps_finished_work(tmp_path, capsys):
-    cfg = tiny_config(tmp_path, split={"population": 2}, attacks=["loss", "recall"])
+    # an odd k is found when the shadows' data is drawn, after the target is trained and scored
+    cfg = tiny_config(tmp_path, attacks=["loss", "lira-online"], attack_params={"lira-online": {"k": 3}})
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert main(["run", "--config", str(path), "--no-progress"]) == 2
-    assert "ReCaLL needs 3 population examples" in capsys.readouterr().err
+    assert "shadow attacks need an even number of shadows k >= 2, got k=3" in capsys.readouterr().err
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list((tmp_path / "run" / "stats").glob("target-*/original.npz"))) == 1
 

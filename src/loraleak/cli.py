@@ -1,6 +1,6 @@
 """Command line: `loraleak run`, `loraleak reproduce`, `loraleak audit`, `loraleak split export RUN`,
-`loraleak report DIR`, `loraleak attacks`, `loraleak models [fetch NAME]`, `loraleak data fetch CORPUS`,
-`loraleak config`."""
+`loraleak report DIR`, `loraleak compare DIR A B`, `loraleak attacks`, `loraleak models [fetch NAME]`,
+`loraleak data fetch CORPUS`, `loraleak config`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="report DIR: write DIR/report.html again from a run's, audit's or grid's files"
     )
     p_report.add_argument("directory", help="the output directory of a finished run, audit or grid")
+    p_compare = sub.add_parser("compare", help="compare DIR A B: does attack A beat B? paired bootstrap intervals")
+    p_compare.add_argument("directory", help="the output directory of a finished run or audit")
+    p_compare.add_argument("a", help="attack A (a column of DIR/scores.csv)")
+    p_compare.add_argument("b", help="attack B")
+    p_compare.add_argument("--tpr-factor", type=float, default=1.0, help="contrast TPR_A - F x TPR_B at 1%% FPR")
+    p_compare.add_argument("--auc-margin", type=float, default=0.0, help="contrast AUC_A - AUC_B - M")
+    p_compare.add_argument("--bootstrap", type=int, default=1000, help="paired resamples")
     sub.add_parser("attacks", help="list the registered attacks and presets")
     p_models = sub.add_parser("models", help="list the bundled model aliases, or fetch one: models fetch NAME")
     p_models.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
@@ -198,6 +205,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    print(compare(Path(args.directory), args.a, args.b, tpr_factor=args.tpr_factor, auc_margin=args.auc_margin,
+                  bootstrap=args.bootstrap))  # fmt: skip
+    return 0
+
+
 def _run_cells(cells, args) -> int:
     from .experiment import run, run_grid
     from .report import grid_markdown, summary
@@ -283,6 +298,7 @@ COMMANDS = {
     "audit": cmd_audit,
     "split": cmd_split,
     "report": cmd_report,
+    "compare": cmd_compare,
     "attacks": cmd_attacks,
     "models": cmd_models,
     "data": cmd_data,

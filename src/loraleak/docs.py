@@ -14,6 +14,7 @@ PRESET_HELP = {
     "fast": "every attack that needs logits only and trains no further adapter",
     "loraleak-15": "LoRA-Leak's suite: ten published attacks and five calibrated by the pre-trained model",
     "one-pass": "the logit attacks that read only one forward pass per model (the demo's)",
+    "strongest": "the leaders of results/attacks-beyond.md, cheapest first (one reference adapter, k shadows)",
 }
 
 

@@ -27,7 +27,7 @@ import torch
 
 from . import __version__, cache, finetune, report, utility
 from .adapter import AdapterError, check_fit, find_adapter
-from .attacks import Attack, ExtraAdapter, check_params, params_for, resolve
+from .attacks import Attack, ExtraAdapter, check_params, check_population, params_for, resolve
 from .blind import blind_baseline
 from .cache import RunFiles, read_cached
 from .config import MIN_SCORED, Cell, Config, ConfigLike, ModelConfig, load_config
@@ -71,13 +71,15 @@ def run(
     passes and generations are kept for other runs too (a grid's cells share `RunFiles.grid_shared`).
 
     Everything a user gave is checked before any model loads: config, attack names and parameters,
-    the output directory (writable, and held by this run alone: a lock), the data and split sizes,
-    then the model's path and weights format (`load_model`). A directory already finished under this
-    config, data and numerics is read back (`finished`): no model loads."""
+    the output directory (writable, and held by this run alone: a lock), the data and split sizes (a
+    population large enough for every attack), then the model's path and weights format
+    (`load_model`). A directory already finished under this config, data and numerics is read back
+    (`finished`): no model loads."""
     cfg, attacks, files, clock = _begin(config, sections, shared)
     with _held(files, echo):
         with clock("data"):
             task_split = _split(cfg)
+        check_population(attacks, cfg.attack_params, len(task_split[1].population), "split.population")
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model))
         done = finished(files, keys)
         if done is not None:  # this very config, data and numerics, already reported: nothing to redo
@@ -495,6 +497,7 @@ def score(
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked by the attention mask, never by token id
     model.eval()
     targets, pool = _as_examples(examples, "example"), _as_examples(population, "population")
+    check_population(attacks, cfg.attack_params, len(pool), "score(population=...)")
     encode = partial(_encode, tok=tokenizer, caps=(cfg.task.max_prompt_tokens, cfg.task.max_response_tokens))
     evidence = Evidence(
         model,
@@ -648,6 +651,7 @@ def audit(config: ConfigLike = None, *, progress: bool = True, echo: Echo = prin
     with _held(files, echo):
         with clock("data"):
             task_split = _audit_split(cfg)
+        check_population(attacks, cfg.attack_params, len(task_split[1].population), "--population (audit.population)")
         given, identity = _audited(cfg, attacks, echo)
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model), adapter=identity)
         files.clear_report_unless(keys.report())
@@ -814,8 +818,8 @@ def _check_cells(cells: list[Cell]) -> None:
     seen: set[str] = set()
     for cell in cells:
         c = cell.config
-        resolve(c.attacks)
         check_params(c.attack_params)
+        check_population(resolve(c.attacks), c.attack_params, c.split.population, f"cell {cell.name}: split.population")
         for key, check in (
             (cache.fingerprint("data", c.task, c.split), partial(_split, c)),
             (

@@ -82,6 +82,24 @@ def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, see
     return out
 
 
+def paired_bootstrap(labels, scores: dict, bootstrap: int = 1000, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Every attack's `summary` on the same resamples of the examples (members and non-members
+    resampled apart, as `evaluate` does: with one attack and the same seed, the same draws), as
+    {attack: {metric: [bootstrap] values}}. Two attacks' draws pair up, so a contrast between them
+    (AUC_a - AUC_b, TPR_a - 2 TPR_b) gets its own interval rather than two overlapping ones."""
+    labels = np.asarray(labels)
+    checked = {name: _check(labels, s)[1] for name, s in scores.items()}
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    draws: dict[str, dict[str, list[float]]] = {name: {} for name in checked}
+    for _ in range(bootstrap):
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        for name, s in checked.items():
+            for k, v in summary(labels[idx], s[idx]).items():
+                draws[name].setdefault(k, []).append(v)
+    return {name: {k: np.asarray(v) for k, v in d.items()} for name, d in draws.items()}
+
+
 # --- over seeds: one figure measured in several independent runs ---------------------------------
 
 

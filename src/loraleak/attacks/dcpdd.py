@@ -19,6 +19,7 @@ from .registry import scalar_attack
     citation="Zhang et al., Pretraining Data Detection for Large Language Models: "
     "A Divergence-based Calibration Method, EMNLP 2024",
     note="reference token frequencies from the population split (+ a local corpus), not a web corpus",
+    min_population=lambda p: 0 if p["corpus"] else 1,  # frequencies need a corpus
 )
 def dc_pdd(view, a, corpus):
     freq = view.evidence.token_frequencies(corpus)

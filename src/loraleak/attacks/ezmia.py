@@ -26,7 +26,7 @@ from functools import partial
 
 import numpy as np
 
-from .reference import reference_adapter
+from .reference import one_example, reference_adapter
 from .registry import Attack, register
 
 
@@ -70,5 +70,6 @@ register(
 register(
     Attack(name="ez-mia-ref", family="reference-model", access=("logits",), citation=CITE, score=SCORE,
            fn=partial(_ez, reference_role="reference"), scalar=False, defaults=DEFAULTS,
-           roles=("target", "reference"), adapters=reference_adapter, note=NOTE + "; reference: the reference adapter")
+           roles=("target", "reference"), adapters=reference_adapter, min_population=one_example,
+           note=NOTE + "; reference: the reference adapter")
 )  # fmt: skip

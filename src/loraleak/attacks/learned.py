@@ -125,5 +125,6 @@ for name, fn, score in (
         Attack(name=name, family="shadow", access=("logits",), citation=CITE, score=score, fn=fn,
                scalar=False, defaults={"k": 4, "seed": 0, "classifier": "logistic"},
                roles=("target", "pretrained", "shadows"), adapters=_shadows,
+               min_population=lambda p: 2,  # the classifier is fitted on population samples, 2+ folds
                note="fitted on the shadows' population samples only; features: " + ", ".join(FEATURES))
     )  # fmt: skip

@@ -30,6 +30,7 @@ def with_nonmember_prefix(ev, shots):
     variants=("recall-prefix",),
     score="NLL(x | P) / NLL(x), P = the first `shots` population examples",
     note="the non-member prefix P comes from the population split",
+    min_population=lambda p: p["shots"],
     citation="Xie et al., ReCaLL: Membership Inference via Relative Conditional Log-Likelihoods, EMNLP 2024",
 )
 def recall(view, shots):

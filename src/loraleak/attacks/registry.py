@@ -60,6 +60,8 @@ class Attack:
     # per-sample aggregate, aggregate([values of each sample], **params) -> [n] (the -pt-token variant)
     per_token: Callable | None = None
     aggregate: Callable | None = None
+    # (its params) -> the fewest population examples it can run on: checked before any model loads
+    min_population: Callable[..., int] | None = None
 
     def __call__(self, evidence, **params) -> np.ndarray:
         kwargs = {**self.defaults, **params}
@@ -139,10 +141,12 @@ PRESETS.register(
 )
 # of those, the ones that read nothing but the one forward pass per model: cost ~nothing
 PRESETS.register("one-pass", lambda: [a.name for a in ATTACKS.values() if _logits_only(a) and not a.variants])
-# the attacks that led the measurement in docs/results/attacks-beyond.md, cheapest first: the two
-# best that read only the two forward passes, then the two best with the reference adapter (one
-# adapter trained)
-PRESETS.register("strongest", lambda: ["wbc", "min-k-pt-token", "reference", "wbc-ref"])
+# the attacks that led the measurements in docs/results/attacks-beyond.md (5 and 3 epochs), cheapest
+# first: the two best that read only the two forward passes, the best with one reference adapter,
+# then the shadow attacks that led both (k shadow adapters, shared by the three)
+PRESETS.register(
+    "strongest", lambda: ["wbc", "min-k-pt-token", "reference", "lira-offline", "lira-online", "rmia-online"]
+)
 
 
 def register(attack: Attack, calibrate: bool = True) -> Attack:
@@ -155,7 +159,16 @@ def register(attack: Attack, calibrate: bool = True) -> Attack:
     return attack
 
 
-def scalar_attack(name: str, citation: str, score: str, access=("logits",), variants=(), note: str = "", **defaults):
+def scalar_attack(
+    name: str,
+    citation: str,
+    score: str,
+    access=("logits",),
+    variants=(),
+    note: str = "",
+    min_population: Callable[..., int] | None = None,
+    **defaults,
+):
     """Decorator: register fn(view, **params) -> scores as a reference-free attack plus its -pt variant."""
 
     def deco(fn):
@@ -170,6 +183,7 @@ def scalar_attack(name: str, citation: str, score: str, access=("logits",), vari
                 variants=tuple(variants),
                 note=note,
                 score=score,
+                min_population=min_population,
             )
         )
         return fn
@@ -214,6 +228,22 @@ def check_params(attack_params: dict) -> None:
             known = ", ".join(ATTACKS[name].defaults) or "none"
             raise AttackParamsError(
                 f"attack_params.{name}: unknown hyperparameter '{sorted(unknown)[0]}' (it has: {known})"
+            )
+
+
+class PopulationError(UserError, ValueError):
+    """An attack needs more population examples than the split (or the audit's file) holds."""
+
+
+def check_population(attacks: list[Attack], attack_params: dict, have: int, option: str) -> None:
+    """Every attack can run on `have` population examples (`option` says where they come from): checked
+    before any model loads, so a run does not fine-tune to fail at its last attack."""
+    for a in attacks:
+        need = a.min_population({**a.defaults, **params_for(a, attack_params)}) if a.min_population else 0
+        if have < need:
+            raise PopulationError(
+                f"attack '{a.name}' needs at least {need} population example{'s' * (need != 1)}, and "
+                f"{option} gives {have}: give more, or drop the attack"
             )
 
 

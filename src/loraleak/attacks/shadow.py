@@ -19,6 +19,7 @@ from functools import partial
 import numpy as np
 
 from ..scoring import EvidenceError, register_variant, scored_starts
+from .reference import one_example
 from .registry import Attack, ExtraAdapter, register
 
 
@@ -125,7 +126,7 @@ RMIA_SCORE = (
 )
 
 
-def _register(name, fn, defaults, citation, score):
+def _register(name, fn, defaults, citation, score, min_population=None):
     register(
         Attack(
             name=name,
@@ -138,6 +139,7 @@ def _register(name, fn, defaults, citation, score):
             adapters=_shadows,
             citation=citation,
             score=score,
+            min_population=min_population,
             note="one shadow pool (population + targets, each sample IN for k/2 shadows); "
             "phi = mean token log-likelihood",
         )
@@ -152,7 +154,13 @@ _register(
     {**SHADOWS, "gamma": 1.0, "a": 0.3},
     CITE_RMIA,
     RMIA_SCORE.format("OUT") + " and linearly corrected by a",
+    one_example,  # the reference samples z are the population
 )
 _register(
-    "rmia-online", partial(_rmia, online=True), {**SHADOWS, "gamma": 1.0, "a": 0.3}, CITE_RMIA, RMIA_SCORE.format("k")
+    "rmia-online",
+    partial(_rmia, online=True),
+    {**SHADOWS, "gamma": 1.0, "a": 0.3},
+    CITE_RMIA,
+    RMIA_SCORE.format("k"),
+    one_example,
 )

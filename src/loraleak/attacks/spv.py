@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .generation import self_prompted_examples
+from .reference import one_example
 from .registry import Attack, ExtraAdapter, register
 
 
@@ -96,6 +97,7 @@ register(
         score="PV(M_ft, x) - PV(M_ref, x), PV = log p(x) - mean over m pairs of (log p(x+) + log p(x-)) / 2",
         roles=("target", "spv-reference"),
         adapters=_spv_adapter,
+        min_population=one_example,  # its reference trains on the target's completions of population prompts
         defaults={"m": 3, "scale": 0.5, "seed": 0, "max_new_tokens": 32},
         citation="Fu et al., Membership Inference Attacks against Fine-tuned Large Language Models via "
         "Self-prompt Calibration, NeurIPS 2024",

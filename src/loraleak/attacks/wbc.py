@@ -10,7 +10,7 @@ geometric ladder (2 ... 40), not the issue's 1, 5, 10, 20; both are one `attack_
 
 import numpy as np
 
-from .reference import reference_adapter
+from .reference import one_example, reference_adapter
 from .registry import Attack, register
 
 WINDOWS = (2, 3, 4, 6, 9, 13, 18, 25, 32, 40)
@@ -43,5 +43,5 @@ register(
     Attack(name="wbc-ref", family="reference-model", access=("logits",), citation=CITE, score=SCORE,
            fn=lambda ev, windows: wbc_scores(ev.stats("target"), ev.stats("reference"), windows), scalar=False,
            defaults={"windows": list(WINDOWS)}, roles=("target", "reference"), adapters=reference_adapter,
-           note="reference: the reference adapter trained on the population")
+           min_population=one_example, note="reference: the reference adapter trained on the population")
 )  # fmt: skip
