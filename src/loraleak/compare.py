@@ -22,13 +22,19 @@ class CompareError(UserError, ValueError):
     """The directory holds no labelled scores.csv, or it has no column for a named attack."""
 
 
-def labelled_scores(directory: Path) -> pd.DataFrame:
+def labelled_scores(directory: Path, attacks: tuple[str, ...]) -> pd.DataFrame:
+    """DIR/scores.csv, checked: labelled, with finite scores for each of `attacks`."""
     path = Path(directory) / "scores.csv"
     if not path.is_file():
         raise CompareError(f"{path} does not exist: give the output directory of a finished run or audit")
     frame = pd.read_csv(path)
     if "split" not in frame:
         raise CompareError(f"{path} has no split column (unlabelled scores): nothing to compare on")
+    for name in attacks:
+        if name not in frame.columns[2:]:
+            raise CompareError(f"{path} has no attack '{name}' (it has: {', '.join(frame.columns[2:])})")
+        if not np.isfinite(frame[name]).all():
+            raise CompareError(f"{path}: attack '{name}' has scores that are not finite")
     return frame
 
 
@@ -45,11 +51,9 @@ def compare(
 ) -> str:
     """A text: each contrast's point value and percentile interval over paired resamples, and the share
     of resamples in which A beats B by both margins."""
-    frame = labelled_scores(directory)
-    for name in (a, b):
-        if name not in frame.columns[2:]:
-            known = ", ".join(frame.columns[2:])
-            raise CompareError(f"{directory}/scores.csv has no attack '{name}' (it has: {known})")
+    if bootstrap < 1:
+        raise CompareError(f"--bootstrap must be at least 1, got {bootstrap}")
+    frame = labelled_scores(directory, (a, b))
     y = (frame["split"] == "member").to_numpy().astype(int)
     draws = M.paired_bootstrap(y, {a: frame[a].to_numpy(), b: frame[b].to_numpy()}, bootstrap, seed)
     point = {n: M.summary(y, frame[n].to_numpy()) for n in (a, b)}

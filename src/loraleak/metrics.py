@@ -69,13 +69,7 @@ def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, see
     point = summary(labels, scores)
     out = dict(point)
     if bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-        draws: dict[str, list[float]] = {k: [] for k in point}
-        for _ in range(bootstrap):
-            idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-            for k, v in summary(labels[idx], scores[idx]).items():
-                draws[k].append(v)
+        draws = paired_bootstrap(labels, {"scores": scores}, bootstrap, seed)["scores"]
         lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
         out["ci"] = {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in draws.items()}
         out["ci_level"] = confidence
@@ -84,7 +78,7 @@ def evaluate(labels, scores, bootstrap: int = 200, confidence: float = 0.95, see
 
 def paired_bootstrap(labels, scores: dict, bootstrap: int = 1000, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """Every attack's `summary` on the same resamples of the examples (members and non-members
-    resampled apart, as `evaluate` does: with one attack and the same seed, the same draws), as
+    resampled apart; `evaluate`'s intervals are these draws for one attack), as
     {attack: {metric: [bootstrap] values}}. Two attacks' draws pair up, so a contrast between them
     (AUC_a - AUC_b, TPR_a - 2 TPR_b) gets its own interval rather than two overlapping ones."""
     labels = np.asarray(labels)
