@@ -440,22 +440,30 @@ def run_attacks(
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each attack's scores and seconds. What an attack triggers (extra adapters via `extra`, which
     returns the adapter's cache key; forward passes) is timed with it; later attacks reuse it."""
+    if extra is None:
+        _check_no_training(attacks, attack_params, evidence.roles)
     scores, seconds = {}, {}
     for a in attacks:
         t0 = time.perf_counter()
         params = params_for(a, attack_params)
         for spec in adapter_specs([a], attack_params):
-            if spec.name in evidence.roles:
+            if spec.name in evidence.roles or extra is None:
                 continue
-            if extra is None:
-                raise EvidenceError(
-                    f"attack '{a.name}' trains a further adapter ({spec.name}) with the target's "
-                    "recipe: run it through loraleak.run / `loraleak run`"
-                )
             evidence.add_role(spec.name, partial(finetune.active_adapter, evidence.model, spec.name), extra(spec))
         scores[a.name] = a(evidence, **params)
         seconds[a.name] = round(time.perf_counter() - t0, 3)
     return scores, seconds
+
+
+def _check_no_training(attacks: list[Attack], attack_params: dict[str, dict[str, Any]], roles: Any = ()) -> None:
+    """Where no training recipe is at hand (`score`), an attack that trains a further adapter stops first."""
+    for a in attacks:
+        for spec in adapter_specs([a], attack_params):
+            if spec.name not in roles:
+                raise EvidenceError(
+                    f"attack '{a.name}' trains a further adapter ({spec.name}) with the target's "
+                    "recipe: run it through loraleak.run / `loraleak run`"
+                )
 
 
 @dataclass
@@ -497,6 +505,7 @@ def score(
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked by the attention mask, never by token id
     model.eval()
     targets, pool = _as_examples(examples, "example"), _as_examples(population, "population")
+    _check_no_training(attacks, cfg.attack_params)  # before the population: training is the first obstacle
     check_population(attacks, cfg.attack_params, len(pool), "score(population=...)")
     encode = partial(_encode, tok=tokenizer, caps=(cfg.task.max_prompt_tokens, cfg.task.max_response_tokens))
     evidence = Evidence(
@@ -651,8 +660,8 @@ def audit(config: ConfigLike = None, *, progress: bool = True, echo: Echo = prin
     with _held(files, echo):
         with clock("data"):
             task_split = _audit_split(cfg)
-        check_population(attacks, cfg.attack_params, len(task_split[1].population), "--population (audit.population)")
         given, identity = _audited(cfg, attacks, echo)
+        check_population(attacks, cfg.attack_params, len(task_split[1].population), "--population (audit.population)")
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model), adapter=identity)
         files.clear_report_unless(keys.report())
         with clock("load_model"):
