@@ -190,13 +190,22 @@ def test_too_small_a_population_fails_before_training(tmp_path, capsys):
     assert not (tmp_path / "run" / "adapter").exists()
 
 
-def test_attack_missing_evidence_keeps_finished_work(tmp_path, capsys):
-    # an odd k is found when the shadows' data is drawn, after the target is trained and scored
+def test_an_odd_shadow_count_fails_before_training(tmp_path, capsys):
     cfg = tiny_config(tmp_path, attacks=["loss", "lira-online"], attack_params={"lira-online": {"k": 3}})
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert main(["run", "--config", str(path), "--no-progress"]) == 2
     assert "shadow attacks need an even number of shadows k >= 2, got k=3" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_attack_missing_evidence_keeps_finished_work(tmp_path, capsys):
+    # a missing DC-PDD corpus file is found when the attack reads it, after the target is trained and scored
+    cfg = tiny_config(tmp_path, attacks=["loss", "dc-pdd"], attack_params={"dc-pdd": {"corpus": "no-such-file.txt"}})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["run", "--config", str(path), "--no-progress"]) == 2
+    assert "reference corpus 'no-such-file.txt' does not exist" in capsys.readouterr().err
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list((tmp_path / "run" / "stats").glob("target-*/original.npz"))) == 1
 

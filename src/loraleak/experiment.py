@@ -27,7 +27,7 @@ import torch
 
 from . import __version__, cache, finetune, report, utility
 from .adapter import AdapterError, check_fit, find_adapter
-from .attacks import Attack, ExtraAdapter, check_params, check_population, params_for, resolve
+from .attacks import Attack, ExtraAdapter, check_adapters, check_params, check_population, params_for, resolve
 from .blind import blind_baseline
 from .cache import RunFiles, read_cached
 from .config import MIN_SCORED, Cell, Config, ConfigLike, ModelConfig, load_config
@@ -72,7 +72,8 @@ def run(
 
     Everything a user gave is checked before any model loads: config, attack names and parameters,
     the output directory (writable, and held by this run alone: a lock), the data and split sizes (a
-    population large enough for every attack), then the model's path and weights format
+    population large enough for every attack), the further adapters the attacks would train (an odd
+    shadow count stops here), then the model's path and weights format
     (`load_model`). A directory already finished under this config, data and numerics is read back
     (`finished`): no model loads."""
     cfg, attacks, files, clock = _begin(config, sections, shared)
@@ -80,6 +81,7 @@ def run(
         with clock("data"):
             task_split = _split(cfg)
         check_population(attacks, cfg.attack_params, len(task_split[1].population), "split.population")
+        check_adapters(attacks, cfg.attack_params)
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model))
         done = finished(files, keys)
         if done is not None:  # this very config, data and numerics, already reported: nothing to redo
@@ -662,6 +664,7 @@ def audit(config: ConfigLike = None, *, progress: bool = True, echo: Echo = prin
             task_split = _audit_split(cfg)
         given, identity = _audited(cfg, attacks, echo)
         check_population(attacks, cfg.attack_params, len(task_split[1].population), "--population (audit.population)")
+        check_adapters(attacks, cfg.attack_params)
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model), adapter=identity)
         files.clear_report_unless(keys.report())
         with clock("load_model"):
@@ -828,7 +831,9 @@ def _check_cells(cells: list[Cell]) -> None:
     for cell in cells:
         c = cell.config
         check_params(c.attack_params)
-        check_population(resolve(c.attacks), c.attack_params, c.split.population, f"cell {cell.name}: split.population")
+        attacks = resolve(c.attacks)
+        check_population(attacks, c.attack_params, c.split.population, f"cell {cell.name}: split.population")
+        check_adapters(attacks, c.attack_params)
         for key, check in (
             (cache.fingerprint("data", c.task, c.split), partial(_split, c)),
             (

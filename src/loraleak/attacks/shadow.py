@@ -23,10 +23,14 @@ from .reference import one_example
 from .registry import Attack, ExtraAdapter, register
 
 
+def check_shadow_count(k: int) -> None:
+    if k < 2 or k % 2:  # each sample is IN for exactly k/2 shadows
+        raise EvidenceError(f"shadow attacks need an even number of shadows k >= 2, got k={k} (attack_params)")
+
+
 def keep_matrix(k: int, n: int, seed: int) -> np.ndarray:
     """[k, n] bool: shadow i trains on pool sample j; every column has exactly k/2 True."""
-    if k < 2 or k % 2:
-        raise EvidenceError(f"shadow attacks need an even number of shadows k >= 2, got k={k} (attack_params)")
+    check_shadow_count(k)
     return np.random.default_rng(seed).uniform(size=(k, n)).argsort(0) < k // 2
 
 
@@ -44,6 +48,7 @@ def _shadow_data(split, k, seed, index):
 
 
 def _shadows(k, seed, **_):
+    check_shadow_count(k)  # here, so that `check_adapters` finds a bad k before any model loads
     return [
         ExtraAdapter(
             shadow_name(i, k, seed), data=_shadow_data, inputs={"k": k, "seed": seed, "index": i}, seed_offset=10 + i
