@@ -27,7 +27,7 @@ import torch
 
 from . import __version__, cache, finetune, report, utility
 from .adapter import AdapterError, check_fit, find_adapter
-from .attacks import Attack, ExtraAdapter, check_adapters, check_params, check_population, params_for, resolve
+from .attacks import Attack, ExtraAdapter, check_params, check_population, params_for, resolve
 from .blind import blind_baseline
 from .cache import RunFiles, read_cached
 from .config import MIN_SCORED, Cell, Config, ConfigLike, ModelConfig, load_config
@@ -81,7 +81,7 @@ def run(
         with clock("data"):
             task_split = _split(cfg)
         check_population(attacks, cfg.attack_params, len(task_split[1].population), "split.population")
-        check_adapters(attacks, cfg.attack_params)
+        adapter_specs(attacks, cfg.attack_params)  # names every further adapter: an odd shadow count stops here
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model))
         done = finished(files, keys)
         if done is not None:  # this very config, data and numerics, already reported: nothing to redo
@@ -441,9 +441,8 @@ def run_attacks(
     extra: Callable[[ExtraAdapter], str] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each attack's scores and seconds. What an attack triggers (extra adapters via `extra`, which
-    returns the adapter's cache key; forward passes) is timed with it; later attacks reuse it."""
-    if extra is None:
-        _check_no_training(attacks, attack_params, evidence.roles)
+    returns the adapter's cache key; forward passes) is timed with it; later attacks reuse it. Without
+    `extra` (`score`), the caller has checked that no attack trains one (`_check_no_training`)."""
     scores, seconds = {}, {}
     for a in attacks:
         t0 = time.perf_counter()
@@ -457,15 +456,14 @@ def run_attacks(
     return scores, seconds
 
 
-def _check_no_training(attacks: list[Attack], attack_params: dict[str, dict[str, Any]], roles: Any = ()) -> None:
+def _check_no_training(attacks: list[Attack], attack_params: dict[str, dict[str, Any]]) -> None:
     """Where no training recipe is at hand (`score`), an attack that trains a further adapter stops first."""
     for a in attacks:
         for spec in adapter_specs([a], attack_params):
-            if spec.name not in roles:
-                raise EvidenceError(
-                    f"attack '{a.name}' trains a further adapter ({spec.name}) with the target's "
-                    "recipe: run it through loraleak.run / `loraleak run`"
-                )
+            raise EvidenceError(
+                f"attack '{a.name}' trains a further adapter ({spec.name}) with the target's "
+                "recipe: run it through loraleak.run / `loraleak run`"
+            )
 
 
 @dataclass
@@ -664,7 +662,7 @@ def audit(config: ConfigLike = None, *, progress: bool = True, echo: Echo = prin
             task_split = _audit_split(cfg)
         given, identity = _audited(cfg, attacks, echo)
         check_population(attacks, cfg.attack_params, len(task_split[1].population), "--population (audit.population)")
-        check_adapters(attacks, cfg.attack_params)
+        adapter_specs(attacks, cfg.attack_params)  # names every further adapter: an odd shadow count stops here
         keys = cache.Keys(cfg, _digest(task_split[1]), numerics(cfg.model), adapter=identity)
         files.clear_report_unless(keys.report())
         with clock("load_model"):
@@ -833,7 +831,7 @@ def _check_cells(cells: list[Cell]) -> None:
         check_params(c.attack_params)
         attacks = resolve(c.attacks)
         check_population(attacks, c.attack_params, c.split.population, f"cell {cell.name}: split.population")
-        check_adapters(attacks, c.attack_params)
+        adapter_specs(attacks, c.attack_params)  # an odd shadow count stops here
         for key, check in (
             (cache.fingerprint("data", c.task, c.split), partial(_split, c)),
             (

@@ -247,14 +247,6 @@ def check_population(attacks: list[Attack], attack_params: dict, have: int, opti
             )
 
 
-def check_adapters(attacks: list[Attack], attack_params: dict) -> None:
-    """Every further adapter an attack trains can be named under its parameters (an odd shadow count
-    raises here): checked before any model loads, not after the target is trained."""
-    for a in attacks:
-        if a.adapters:
-            a.adapters(**{**a.defaults, **params_for(a, attack_params)})
-
-
 def resolve(names) -> list[Attack]:
     """Attack names and presets -> attacks, in the order given, each once."""
     out: dict[str, Attack] = {}

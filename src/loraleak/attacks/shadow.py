@@ -48,7 +48,7 @@ def _shadow_data(split, k, seed, index):
 
 
 def _shadows(k, seed, **_):
-    check_shadow_count(k)  # here, so that `check_adapters` finds a bad k before any model loads
+    check_shadow_count(k)  # here, so that naming the adapters up front (adapter_specs) finds a bad k
     return [
         ExtraAdapter(
             shadow_name(i, k, seed), data=_shadow_data, inputs={"k": k, "seed": seed, "index": i}, seed_offset=10 + i
